@@ -1,0 +1,3 @@
+"""neuroreg: neural-data regularization of vision models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,297 @@
+"""NeuralRecording: the one on-disk format for trial-level neural data (HDF5).
+
+Layout of a ``.h5`` file (schema version 1)::
+
+    /images          [N, C, H, W]  uint8 (0..255) or float32 (0..1)
+    /image_ids       [N]           int64 or UTF-8 strings
+    /responses       [T, K]        float32, NaN where a neuron was not recorded on a trial
+    /trial_image     [T]           int64 index into /images
+    /trial_tier      [T]           UTF-8 strings, one of TIERS
+    /neurons/<field> [K]           per-neuron metadata; ``ids`` is required
+    attrs: species, area, response_unit, pixels_per_degree, source, citation,
+           license, schema_version
+
+Readers of external formats turn their format into a :class:`NeuralRecording`;
+everything downstream reads only this.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+SCHEMA_VERSION = 1
+TIERS = ("train", "validation", "test", "final_test")
+RESPONSE_UNITS = ("spikes", "dF/F", "deconvolved", "firing_rate", "a.u.")
+_REQUIRED_DATASETS = ("images", "image_ids", "responses", "trial_image", "trial_tier")
+_ATTRS = ("species", "area", "response_unit", "pixels_per_degree", "source", "citation", "license")
+
+
+class RecordingError(ValueError):
+    """A NeuralRecording (in memory or on disk) breaks the format contract."""
+
+
+def _string_array(values) -> np.ndarray:
+    return np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(values).ravel()], dtype=object)
+
+
+@dataclass
+class NeuralRecording:
+    """Trial-level responses of K neurons to N images.
+
+    Args:
+        images: ``[N, C, H, W]`` uint8 (0..255) or float32 (0..1) stimuli.
+        image_ids: ``[N]`` identifiers of the images (integers or strings).
+        responses: ``[T, K]`` float32 responses per trial; NaN = neuron not recorded.
+        trial_image: ``[T]`` index of the image shown on each trial.
+        trial_tier: ``[T]`` tier of each trial, one of ``TIERS``.
+        neurons: per-neuron metadata, each array ``[K]``; must contain ``"ids"``.
+        species, area, response_unit, pixels_per_degree, source, citation, license:
+            descriptive attributes stored on the file.
+        name: where the recording came from (a file path), used in error messages.
+
+    Raises:
+        RecordingError: when any field breaks the contract; the message names the
+            field, what was expected and what was found.
+    """
+
+    images: np.ndarray
+    image_ids: np.ndarray
+    responses: np.ndarray
+    trial_image: np.ndarray
+    trial_tier: np.ndarray
+    neurons: dict[str, np.ndarray]
+    species: str
+    area: str
+    response_unit: str
+    pixels_per_degree: float
+    source: str
+    citation: str = ""
+    license: str = ""
+    name: str = field(default="<in memory>", compare=False)
+
+    def __post_init__(self) -> None:
+        self.images = np.asarray(self.images)
+        ids = np.asarray(self.image_ids)
+        self.image_ids = ids.astype(np.int64) if ids.dtype.kind in "iu" else _string_array(ids)
+        self.responses = np.asarray(self.responses, dtype=np.float32)
+        self.trial_image = np.asarray(self.trial_image)
+        self.trial_tier = _string_array(self.trial_tier)
+        self.neurons = {k: np.asarray(v) for k, v in self.neurons.items()}
+        self.pixels_per_degree = float(self.pixels_per_degree)
+        self.validate()
+
+    # ------------------------------------------------------------------ checks
+    def _fail(self, field_name: str, expected: str, found) -> None:
+        raise RecordingError(f"{self.name}: field '{field_name}': expected {expected}, found {found}")
+
+    def validate(self) -> None:
+        """Check every field against the contract (called on construction and load)."""
+        im = self.images
+        if im.ndim != 4:
+            self._fail("images", "rank 4 [N, C, H, W]", f"shape {im.shape}")
+        if im.shape[1] not in (1, 3):
+            self._fail("images", "1 or 3 channels in axis 1 ([N, C, H, W])", f"shape {im.shape}")
+        if im.dtype == np.uint8:
+            pass
+        elif im.dtype == np.float32:
+            if not np.isfinite(im).all():
+                self._fail("images", "finite float32 values", f"{int((~np.isfinite(im)).sum())} NaN/inf values")
+            if im.size and (im.min() < 0.0 or im.max() > 1.0):
+                self._fail("images", "float32 values in [0, 1]", f"range [{im.min():.3g}, {im.max():.3g}]")
+        else:
+            self._fail("images", "dtype uint8 or float32", im.dtype)
+        n_images = im.shape[0]
+        if self.image_ids.shape != (n_images,):
+            self._fail("image_ids", f"shape ({n_images},) (one id per image)", f"shape {self.image_ids.shape}")
+        if len(np.unique(self.image_ids)) != n_images:
+            self._fail("image_ids", "unique ids", f"{n_images - len(np.unique(self.image_ids))} duplicates")
+        r = self.responses
+        if r.ndim != 2:
+            self._fail("responses", "rank 2 [trials, neurons]", f"shape {r.shape}")
+        n_trials, n_neurons = r.shape
+        if np.isinf(r).any():
+            self._fail("responses", "finite values or NaN (not recorded)", f"{int(np.isinf(r).sum())} inf values")
+        if self.trial_image.shape != (n_trials,):
+            self._fail("trial_image", f"shape ({n_trials},) (one entry per trial of responses)", f"shape {self.trial_image.shape}")
+        if self.trial_image.dtype.kind not in "iu":
+            self._fail("trial_image", "integer indices into images", f"dtype {self.trial_image.dtype}")
+        self.trial_image = self.trial_image.astype(np.int64)
+        if n_trials and (self.trial_image.min() < 0 or self.trial_image.max() >= n_images):
+            self._fail(
+                "trial_image",
+                f"indices in [0, {n_images - 1}]",
+                f"range [{self.trial_image.min()}, {self.trial_image.max()}]",
+            )
+        if self.trial_tier.shape != (n_trials,):
+            self._fail("trial_tier", f"shape ({n_trials},)", f"shape {self.trial_tier.shape}")
+        unknown = sorted(set(self.trial_tier) - set(TIERS))
+        if unknown:
+            self._fail("trial_tier", f"tiers in {list(TIERS)}", f"unknown tiers {unknown}")
+        if "ids" not in self.neurons:
+            self._fail("neurons", "a per-neuron 'ids' array", f"fields {sorted(self.neurons)}")
+        for key, values in self.neurons.items():
+            if values.shape[:1] != (n_neurons,):
+                self._fail(f"neurons/{key}", f"leading dimension {n_neurons} (one entry per neuron)", f"shape {values.shape}")
+        if self.response_unit not in RESPONSE_UNITS:
+            self._fail("response_unit", f"one of {list(RESPONSE_UNITS)}", repr(self.response_unit))
+        if not np.isfinite(self.pixels_per_degree) or self.pixels_per_degree <= 0:
+            self._fail("pixels_per_degree", "a positive number", self.pixels_per_degree)
+
+    # -------------------------------------------------------------- properties
+    @property
+    def n_images(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def n_trials(self) -> int:
+        return int(self.responses.shape[0])
+
+    @property
+    def n_neurons(self) -> int:
+        return int(self.responses.shape[1])
+
+    @property
+    def tiers(self) -> list[str]:
+        """Tiers present, in canonical order."""
+        present = set(self.trial_tier)
+        return [t for t in TIERS if t in present]
+
+    def images_float(self) -> np.ndarray:
+        """Images as float32 in [0, 1], ``[N, C, H, W]``."""
+        if self.images.dtype == np.uint8:
+            return self.images.astype(np.float32) / 255.0
+        return self.images
+
+    # ----------------------------------------------------------- derived views
+    def _trials(self, tier: str | None) -> np.ndarray:
+        if tier is None:
+            return np.arange(self.n_trials)
+        if tier not in TIERS:
+            raise RecordingError(f"{self.name}: unknown tier {tier!r}; expected one of {list(TIERS)}")
+        return np.flatnonzero(self.trial_tier == tier)
+
+    def repeats(self, tier: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Responses grouped by image: ``[images, max_repeats, neurons]``, NaN-padded.
+
+        Args:
+            tier: restrict to the trials of one tier (``None``: all trials).
+
+        Returns:
+            ``(image_index [M], repeats [M, R, K])`` where ``image_index`` are the
+            indices (into ``images``) of the M images shown in the selection, in
+            ascending order, and R is the largest number of repeats of any of them.
+        """
+        trials = self._trials(tier)
+        img = self.trial_image[trials]
+        image_index, inverse, counts = np.unique(img, return_inverse=True, return_counts=True)
+        max_rep = int(counts.max()) if len(counts) else 0
+        out = np.full((len(image_index), max_rep, self.n_neurons), np.nan, dtype=np.float32)
+        order = np.argsort(inverse, kind="stable")
+        slot = np.empty(len(trials), dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        slot[order] = np.arange(len(trials)) - np.repeat(starts, counts)
+        out[inverse, slot] = self.responses[trials]
+        return image_index, out
+
+    def mean_per_image(self, tier: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Mean response over repeats per image, ignoring NaN trials.
+
+        Returns:
+            ``(image_index [M], mean [M, K])``; a neuron never recorded on an image
+            gives NaN there.
+        """
+        image_index, reps = self.repeats(tier)
+        valid = ~np.isnan(reps)
+        counts = valid.sum(axis=1)
+        sums = np.where(valid, reps, 0.0).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan).astype(np.float32)
+        return image_index, mean
+
+    # --------------------------------------------------------------------- I/O
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the recording to ``path`` atomically (temp file + rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            str_dt = h5py.string_dtype("utf-8")
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("images", data=self.images, chunks=(1, *self.images.shape[1:]) if self.n_images else None)
+                if self.image_ids.dtype == object:
+                    f.create_dataset("image_ids", data=self.image_ids.astype(str).tolist(), dtype=str_dt)
+                else:
+                    f.create_dataset("image_ids", data=self.image_ids)
+                f.create_dataset("responses", data=self.responses)
+                f.create_dataset("trial_image", data=self.trial_image)
+                f.create_dataset("trial_tier", data=self.trial_tier.astype(str).tolist(), dtype=str_dt)
+                g = f.create_group("neurons")
+                for key, values in self.neurons.items():
+                    if values.dtype.kind in "OUS":
+                        g.create_dataset(key, data=_string_array(values).astype(str).tolist(), dtype=str_dt)
+                    else:
+                        g.create_dataset(key, data=values)
+                for attr in _ATTRS:
+                    f.attrs[attr] = getattr(self, attr)
+                f.attrs["schema_version"] = SCHEMA_VERSION
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "NeuralRecording":
+        """Read and validate a recording written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: the file does not exist.
+            RecordingError: the file is not a valid NeuralRecording (names the field).
+        """
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"NeuralRecording file not found: {path}")
+        try:
+            f = h5py.File(path, "r")
+        except OSError as err:
+            raise RecordingError(f"{path}: not a readable HDF5 file ({err})") from err
+        with f:
+            for key in _REQUIRED_DATASETS:
+                if key not in f:
+                    raise RecordingError(f"{path}: missing dataset '/{key}'; found {sorted(f.keys())}")
+            for attr in ("species", "area", "response_unit", "pixels_per_degree", "source", "schema_version"):
+                if attr not in f.attrs:
+                    raise RecordingError(f"{path}: missing attribute '{attr}'; found {sorted(f.attrs.keys())}")
+            version = int(f.attrs["schema_version"])
+            if version != SCHEMA_VERSION:
+                raise RecordingError(f"{path}: attribute 'schema_version': expected {SCHEMA_VERSION}, found {version}")
+            ids = f["image_ids"][()]
+            neurons = {}
+            if "neurons" in f:
+                for key in f["neurons"]:
+                    values = f["neurons"][key][()]
+                    neurons[key] = _string_array(values) if values.dtype.kind in "OS" else values
+            return cls(
+                images=f["images"][()],
+                image_ids=_string_array(ids) if ids.dtype.kind in "OS" else ids,
+                responses=f["responses"][()],
+                trial_image=f["trial_image"][()],
+                trial_tier=f["trial_tier"][()],
+                neurons=neurons,
+                species=str(f.attrs["species"]),
+                area=str(f.attrs["area"]),
+                response_unit=str(f.attrs["response_unit"]),
+                pixels_per_degree=float(f.attrs["pixels_per_degree"]),
+                source=str(f.attrs["source"]),
+                citation=str(f.attrs.get("citation", "")),
+                license=str(f.attrs.get("license", "")),
+                name=str(path),
+            )

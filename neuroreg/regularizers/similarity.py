@@ -1,0 +1,67 @@
+"""Representational similarity regularizer (Li et al. 2019)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import functional as F
+from .base import Regularizer
+
+
+class SimilarityRegularizer(Regularizer):
+    """Match the model's image-pair similarities to the neural ones.
+
+    For each tapped layer l the model similarity ``S_l`` is the cosine similarity
+    of centred, flattened activations (:func:`~neuroreg.regularizers.functional.cosine_similarity_matrix`);
+    layers are combined with learned, softmax-normalised weights,
+    ``S_model = Σ_l softmax(γ)_l S_l``, and the loss is
+
+    .. math:: L = \\operatorname{mean}_{i<j} (\\operatorname{atanh} S^{model}_{ij} - \\operatorname{atanh} S^{neural}_{ij})^2
+
+    Li, Z. et al. (2019). Learning from brains how to regularize machines. NeurIPS.
+
+    Args:
+        layers: backbone layers to combine.
+        weight: loss weight (≥ 0).
+        clamp: similarity clamp before atanh, for numerical safety.
+        learn_layer_weights: learn γ (otherwise equal weights).
+
+    Returns (forward): ``loss``, ``neural_model_corr`` (Pearson r of the pair
+    similarities, a diagnostic) and ``layer_weight/<layer>`` for each layer.
+
+    Example:
+        >>> reg = SimilarityRegularizer(["layer1"])
+        >>> out = reg({"layer1": torch.randn(16, 8, 4, 4)}, torch.rand(16, 50))
+        >>> out["loss"].shape
+        torch.Size([])
+    """
+
+    def __init__(self, layers: list[str], weight: float = 1.0, clamp: float = 1e-4, learn_layer_weights: bool = True):
+        super().__init__(layers, weight)
+        if not 0 < clamp < 1:
+            raise ValueError(f"clamp: expected a number in (0, 1), found {clamp}")
+        self.clamp = clamp
+        self.layer_logits = nn.Parameter(torch.zeros(len(self.layers)), requires_grad=learn_layer_weights)
+
+    def forward(self, features: dict[str, torch.Tensor], targets: torch.Tensor, mask: torch.Tensor | None = None):
+        missing = [l for l in self.layers if l not in features]
+        if missing:
+            raise KeyError(f"features: expected layers {self.layers}, missing {missing}")
+        batch = targets.shape[0]
+        if batch < 2:
+            raise ValueError(f"batch size: the similarity regularizer compares image pairs; expected >= 2 images, found {batch}")
+        if mask is None:
+            mask = ~torch.isnan(targets)
+        s_neural = F.cosine_similarity_matrix(torch.nan_to_num(targets), mask)
+        w = torch.softmax(self.layer_logits, dim=0)
+        s_model = sum(w[i] * F.cosine_similarity_matrix(features[l]) for i, l in enumerate(self.layers))
+        loss = F.similarity_loss(s_model, s_neural, self.clamp)
+        with torch.no_grad():
+            a, b = F.offdiagonal(s_model), F.offdiagonal(s_neural)
+            a, b = a - a.mean(), b - b.mean()
+            corr = (a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12)
+        out = {"loss": loss, "neural_model_corr": corr}
+        for i, l in enumerate(self.layers):
+            out[f"layer_weight/{l}"] = w[i].detach()
+        return out
