@@ -1,7 +1,13 @@
-"""The ``neuroreg`` command: Lightning CLI fits (fit / validate / test / predict)."""
+"""The ``neuroreg`` command.
+
+``neuroreg fit|validate|test|predict`` are Lightning CLI subcommands driven by YAML
+configs. Other subcommands are tools with their own argument parsers; each lives in
+the module named in ``TOOLS`` and exposes ``main(argv: list[str]) -> int``.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from pytorch_lightning.cli import LightningCLI
@@ -23,20 +29,33 @@ class NeuroregCLI(LightningCLI):
         )
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``neuroreg`` console script."""
+def run_cli(argv: list[str]) -> NeuroregCLI:
+    """Run a Lightning subcommand (``fit``, ``validate``, ``test``, ``predict``) and return the CLI."""
     from pytorch_lightning import LightningDataModule, LightningModule
 
-    NeuroregCLI(
+    return NeuroregCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        args=argv if argv is not None else sys.argv[1:],
+        args=argv,
         auto_configure_optimizers=False,
         save_config_kwargs={"overwrite": True},
     )
 
 
+#: tool subcommand -> module with ``main(argv) -> int``
+TOOLS: dict[str, str] = {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``neuroreg`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in TOOLS:
+        return int(importlib.import_module(TOOLS[argv[0]]).main(argv[1:]) or 0)
+    run_cli(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
