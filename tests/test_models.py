@@ -73,7 +73,7 @@ def _fit(model, dm, steps=3):
 def test_training_logs_named_terms_and_regularizer_changes_gradients():
     torch.manual_seed(0)
     dm = RegularizedDataModule(Digits(), PixelTargets(), batch_size=16)
-    model = RegularizedClassifier(SmallResNet(1, [8, 16]), num_classes=10, num_neurons=20,
+    model = RegularizedClassifier(SmallResNet(1, [8, 16]), num_classes=10, num_neurons={"targets": 20},
                                   regularizers={"sim": SimilarityRegularizer(["layer1", "layer2"], weight=2.0)})
     trainer = _fit(model, dm)
     logged = trainer.callback_metrics
@@ -91,7 +91,7 @@ def test_regularizer_weight_zero_equals_plain_training():
 
     def grads(weight):
         torch.manual_seed(0)
-        m = RegularizedClassifier(SmallResNet(1, [8]), num_neurons=20,
+        m = RegularizedClassifier(SmallResNet(1, [8]), num_neurons={"targets": 20},
                                   regularizers={"sim": SimilarityRegularizer(["layer1"], weight=weight)})
         m.log = lambda *a, **k: None
         m.training_step(batch, 0).backward()
@@ -103,7 +103,7 @@ def test_regularizer_weight_zero_equals_plain_training():
 
 def test_target_dimension_mismatch_is_reported():
     batch = next(iter(RegularizedDataModule(Digits(), PixelTargets(), batch_size=8).train_dataloader()))
-    m = RegularizedClassifier(SmallResNet(1, [8]), num_neurons=7, regularizers={"sim": SimilarityRegularizer(["layer1"])})
+    m = RegularizedClassifier(SmallResNet(1, [8]), num_neurons={"targets": 7}, regularizers={"sim": SimilarityRegularizer(["layer1"])})
     m.log = lambda *a, **k: None
     with pytest.raises(ValueError, match=r"expected \[batch, 7\] neural targets, found \(8, 20\)"):
         m.training_step(batch, 0)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from . import functional as F
-from .base import Regularizer
+from .base import Regularizer, Schedule, StepContext, check_layers, check_pairs, nan_mask
 
 
 class SimilarityRegularizer(Regularizer):
@@ -26,6 +26,7 @@ class SimilarityRegularizer(Regularizer):
         weight: loss weight (≥ 0).
         clamp: similarity clamp before atanh, for numerical safety.
         learn_layer_weights: learn γ (otherwise equal weights).
+        source, schedule, gather: see :class:`~neuroreg.regularizers.base.Regularizer`.
 
     Returns (forward): ``loss``, ``neural_model_corr`` (Pearson r of the pair
     similarities, a diagnostic) and ``layer_weight/<layer>`` for each layer.
@@ -37,23 +38,34 @@ class SimilarityRegularizer(Regularizer):
         torch.Size([])
     """
 
-    def __init__(self, layers: list[str], weight: float = 1.0, clamp: float = 1e-4, learn_layer_weights: bool = True):
-        super().__init__(layers, weight)
+    def __init__(
+        self,
+        layers: list[str],
+        weight: float = 1.0,
+        clamp: float = 1e-4,
+        learn_layer_weights: bool = True,
+        source: str | None = None,
+        schedule: Schedule | None = None,
+        gather: bool = True,
+    ):
+        super().__init__(layers, weight, source, schedule, gather)
         if not 0 < clamp < 1:
             raise ValueError(f"clamp: expected a number in (0, 1), found {clamp}")
         self.clamp = clamp
         self.layer_logits = nn.Parameter(torch.zeros(len(self.layers)), requires_grad=learn_layer_weights)
 
-    def forward(self, features: dict[str, torch.Tensor], targets: torch.Tensor, mask: torch.Tensor | None = None):
-        missing = [l for l in self.layers if l not in features]
-        if missing:
-            raise KeyError(f"features: expected layers {self.layers}, missing {missing}")
-        batch = targets.shape[0]
-        if batch < 2:
-            raise ValueError(f"batch size: the similarity regularizer compares image pairs; expected >= 2 images, found {batch}")
-        if mask is None:
-            mask = ~torch.isnan(targets)
-        s_neural = F.cosine_similarity_matrix(torch.nan_to_num(targets), mask)
+    def forward(
+        self,
+        features: dict[str, torch.Tensor],
+        targets: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        context: StepContext | None = None,
+    ):
+        check_layers(self, features)
+        check_pairs("similarity", targets.shape[0])
+        features, targets, mask = self.gathered(features, targets, mask)
+        targets, mask = nan_mask(targets, mask)
+        s_neural = F.cosine_similarity_matrix(targets, mask)
         w = torch.softmax(self.layer_logits, dim=0)
         s_model = sum(w[i] * F.cosine_similarity_matrix(features[l]) for i, l in enumerate(self.layers))
         loss = F.similarity_loss(s_model, s_neural, self.clamp)
