@@ -29,9 +29,10 @@ def test_quickstart_fast_dev_run(tmp_path):
     cli = run_cli(["fit", "--config", str(QUICKSTART), "--trainer.fast_dev_run=true", *isolated(tmp_path)])
     (evaluation,) = [c for c in cli.trainer.callbacks if isinstance(c, RobustnessEvaluation)]
     assert 0.0 <= evaluation.report["clean_accuracy"] <= 1.0
-    assert cli.model.head.out_features == 10 and cli.model.num_neurons == 300  # linked from the data
+    assert cli.model.head.out_features == 10 and cli.model.num_neurons == {"targets": 300}  # linked from the data
     assert not list(tmp_path.rglob("report.json"))  # fast_dev_run writes nothing
-    assert list((tmp_path / "targets").glob("ground_truth_*.h5")), "ground-truth TargetSet was not cached"
+    assert list((tmp_path / "targets").glob("twin_*.h5")), "twin-predicted TargetSet was not cached"
+    assert list((tmp_path / "targets").glob("twin_*.ckpt")), "fitted twin was not cached"
 
 
 def test_print_config_shows_resolved_parts(tmp_path, capsys):
@@ -40,7 +41,7 @@ def test_print_config_shows_resolved_parts(tmp_path, capsys):
     assert exit_info.value.code in (0, None)
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["model"]["init_args"]["regularizers"]["similarity"]["class_path"].endswith("SimilarityRegularizer")
-    assert cfg["data"]["init_args"]["targets"]["init_args"]["population"]["init_args"]["preset"] == "mouse_v1"
+    assert cfg["data"]["init_args"]["targets"]["class_path"].endswith("TwinTargets")
     assert cfg["trainer"]["max_epochs"] == 12
 
 

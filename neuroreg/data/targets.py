@@ -199,3 +199,118 @@ class TargetSetFile(TargetSource):
 
     def target_set(self, images: ImageData) -> TargetSet:
         return TargetSet.load(self.path, expected_key=self.expected_key)
+
+
+class TargetSetStream:
+    """Writes a TargetSet row block by row block, without holding it in memory.
+
+    The file is created under a temporary name in the destination folder with a
+    pre-sized, chunked ``/targets`` dataset (NaN-filled); :meth:`write` fills rows;
+    :meth:`commit` checks every row was written, sets the attributes and renames the
+    file to ``path``. :meth:`abort` (or leaving a ``with`` block by an exception)
+    removes the temporary file, so a partial file never carries the final name.
+
+    Args:
+        path: final file name.
+        image_keys: ``[N]`` keys of the images, in row order.
+        n_neurons: K, columns of ``/targets``.
+        key: the content key (see :func:`target_key`).
+        source: a description of what produced the targets.
+        dtype: ``"float32"`` or ``"float16"``.
+        chunk_bytes: approximate size of one HDF5 chunk.
+        chunk_rows: rows per chunk (overrides ``chunk_bytes``); match it to the
+            writer's batch size so each block fills whole chunks.
+
+    Example:
+        >>> with TargetSetStream(path, keys, 3, key) as out:   # doctest: +SKIP
+        ...     out.write(0, rows)                               # rows [b, 3]
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        image_keys: np.ndarray,
+        n_neurons: int,
+        key: str,
+        source: str = "",
+        dtype: str = "float32",
+        chunk_bytes: int = 1 << 20,
+        chunk_rows: int | None = None,
+    ):
+        if dtype not in ("float32", "float16"):
+            raise TargetSetError(f"{path}: field 'targets': expected dtype float32 or float16, found {dtype!r}")
+        if n_neurons < 1:
+            raise TargetSetError(f"{path}: field 'targets': expected >= 1 neurons, found {n_neurons}")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        keys = [k.decode() if isinstance(k, bytes) else str(k) for k in np.asarray(image_keys).ravel()]
+        self.n_images, self.n_neurons = len(keys), int(n_neurons)
+        self.key, self.source = key, source
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        itemsize = np.dtype(dtype).itemsize
+        rows = chunk_rows or chunk_bytes // (self.n_neurons * itemsize)
+        rows = max(1, min(self.n_images, rows))
+        try:
+            self._file = h5py.File(self._tmp, "w", rdcc_nbytes=max(4 * chunk_bytes, 2 * rows * self.n_neurons * itemsize))
+            self._targets = self._file.create_dataset(
+                "targets", shape=(self.n_images, self.n_neurons), dtype=dtype,
+                chunks=(rows, self.n_neurons) if self.n_images else None, fillvalue=np.nan,
+            )
+            self._file.create_dataset("image_keys", data=keys, dtype=h5py.string_dtype("utf-8"))
+        except BaseException:
+            self.abort()
+            raise
+        self._written = np.zeros(self.n_images, dtype=bool)
+        self.closed = False
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        """Write ``rows`` ``[b, K]`` at rows ``start .. start + b``."""
+        rows = np.asarray(rows)
+        if rows.ndim != 2 or rows.shape[1] != self.n_neurons or not 0 <= start <= self.n_images - rows.shape[0]:
+            raise TargetSetError(
+                f"{self.path}: field 'targets': expected a block [b, {self.n_neurons}] inside rows 0..{self.n_images}, "
+                f"found shape {rows.shape} at row {start}"
+            )
+        if np.isinf(rows).any():
+            raise TargetSetError(f"{self.path}: field 'targets': expected finite values or NaN, found inf at rows {start}..")
+        self._targets[start : start + rows.shape[0]] = rows.astype(self._targets.dtype, copy=False)
+        self._written[start : start + rows.shape[0]] = True
+
+    def commit(self) -> Path:
+        """Finish the file and rename it to ``path``; every row must have been written."""
+        if not self._written.all():
+            missing = np.flatnonzero(~self._written)
+            self.abort()
+            raise TargetSetError(f"{self.path}: field 'targets': expected all {self.n_images} rows written, found {len(missing)} missing (e.g. rows {missing[:3].tolist()})")
+        try:
+            self._file.attrs.update(
+                key=self.key, source=self.source, n_images=self.n_images, n_neurons=self.n_neurons,
+                neuroreg_version=neuroreg.__version__,
+            )
+            self._file.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self.closed = True
+        return self.path
+
+    def abort(self) -> None:
+        """Close and delete the temporary file."""
+        try:
+            if getattr(self, "_file", None) is not None and self._file.id.valid:
+                self._file.close()
+        finally:
+            if os.path.exists(self._tmp):
+                os.remove(self._tmp)
+            self.closed = True
+
+    def __enter__(self) -> TargetSetStream:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self.closed:
+            self.commit()

@@ -1,0 +1,165 @@
+"""Prediction quality of a twin, per neuron, NaN-aware (NaN = not recorded).
+
+Conventions: ``pred`` ``[M, K]`` predicted responses to M images; ``repeats``
+``[M, R, K]`` recorded trials per image, NaN-padded (as returned by
+:meth:`neuroreg.data.recording.NeuralRecording.repeats`). Every function returns a
+``[K]`` float64 array (NaN where a neuron has too little data); average across
+neurons with :func:`average` (``nanmean``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _check(pred: np.ndarray, repeats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred = np.asarray(pred, dtype=np.float64)
+    repeats = np.asarray(repeats, dtype=np.float64)
+    if repeats.ndim != 3 or pred.ndim != 2 or pred.shape != (repeats.shape[0], repeats.shape[2]):
+        raise ValueError(f"metrics: expected pred [M, K] and repeats [M, R, K], found {pred.shape} and {repeats.shape}")
+    return pred, repeats
+
+
+def correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson correlation per column over the rows where both are finite.
+
+    ``ρ_k = Σ_i (x_ik − x̄_k)(y_ik − ȳ_k) / sqrt(Σ_i (x_ik − x̄_k)² · Σ_i (y_ik − ȳ_k)²)``
+    with the sums and means over rows ``i`` where ``x_ik`` and ``y_ik`` are finite.
+
+    Args:
+        x, y: ``[N, K]``.
+
+    Returns:
+        ``[K]``; NaN where fewer than 2 valid rows or a constant column.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 2:
+        raise ValueError(f"correlation: expected two [N, K] arrays of equal shape, found {x.shape} and {y.shape}")
+    valid = np.isfinite(x) & np.isfinite(y)
+    n = valid.sum(axis=0)
+    xs = np.where(valid, x, 0.0)
+    ys = np.where(valid, y, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx = xs.sum(0) / n
+        my = ys.sum(0) / n
+        dx = np.where(valid, x - mx, 0.0)
+        dy = np.where(valid, y - my, 0.0)
+        den = np.sqrt((dx**2).sum(0) * (dy**2).sum(0))
+        r = (dx * dy).sum(0) / den
+    r[(n < 2) | ~(den > 0)] = np.nan
+    return r
+
+
+def single_trial_correlation(pred: np.ndarray, repeats: np.ndarray) -> np.ndarray:
+    """Correlation of the prediction with every single trial.
+
+    ``ρ_k = corr_{(m, r) recorded}(ŷ_mk, y_mrk)``: the prediction for image ``m`` is
+    paired with each of its recorded trials.
+    """
+    pred, repeats = _check(pred, repeats)
+    m, r, k = repeats.shape
+    return correlation(np.broadcast_to(pred[:, None], repeats.shape).reshape(m * r, k), repeats.reshape(m * r, k))
+
+
+def repeat_mean(repeats: np.ndarray) -> np.ndarray:
+    """``[M, K]`` mean over recorded repeats (NaN where none)."""
+    repeats = np.asarray(repeats, dtype=np.float64)
+    valid = ~np.isnan(repeats)
+    count = valid.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, np.where(valid, repeats, 0.0).sum(1) / count, np.nan)
+
+
+def average_correlation(pred: np.ndarray, repeats: np.ndarray) -> np.ndarray:
+    """Correlation with the repeat-averaged response: ``ρ_k = corr_m(ŷ_mk, ȳ_mk)``, ``ȳ_mk = mean_r y_mrk``."""
+    pred, repeats = _check(pred, repeats)
+    return correlation(pred, repeat_mean(repeats))
+
+
+def oracle_correlation(repeats: np.ndarray) -> np.ndarray:
+    """Leave-one-out oracle: how well the other repeats predict a trial.
+
+    ``ρ_k = corr_{(m, r)}(y_mrk, ō_mrk)``, ``ō_mrk = mean_{r' ≠ r} y_mr'k``, over the
+    recorded trials of images with at least 2 recorded repeats (for that neuron).
+    An upper bound (up to noise) for a model's single-trial correlation.
+    """
+    repeats = np.asarray(repeats, dtype=np.float64)
+    if repeats.ndim != 3:
+        raise ValueError(f"oracle_correlation: expected repeats [M, R, K], found {repeats.shape}")
+    valid = ~np.isnan(repeats)
+    count = valid.sum(axis=1, keepdims=True)
+    total = np.where(valid, repeats, 0.0).sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        loo = np.where(valid & (count >= 2), (total - np.where(valid, repeats, 0.0)) / (count - 1), np.nan)
+    m, r, k = repeats.shape
+    return correlation(loo.reshape(m * r, k), repeats.reshape(m * r, k))
+
+
+def fev(pred: np.ndarray, repeats: np.ndarray) -> np.ndarray:
+    """Fraction of explainable variance explained (Cadena et al. 2019).
+
+    ``FEV_k = 1 − (MSE_k − σ²_noise,k) / (Var_k − σ²_noise,k)`` with
+    ``MSE_k = mean_{(m,r)} (ŷ_mk − y_mrk)²`` over recorded trials,
+    ``σ²_noise,k = mean_m Var_r(y_mrk)`` (unbiased variance over the repeats of each
+    image with >= 2 repeats) and ``Var_k`` the (unbiased) variance of all recorded
+    trials. NaN when the explainable variance ``Var_k − σ²_noise,k`` is not positive.
+    """
+    pred, repeats = _check(pred, repeats)
+    valid = ~np.isnan(repeats)
+    n = valid.sum(axis=(0, 1))
+    err = np.where(valid, (pred[:, None] - np.where(valid, repeats, 0.0)) ** 2, 0.0).sum(axis=(0, 1))
+    count = valid.sum(axis=1)  # [M, K]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mse = err / n
+        mean_img = np.where(valid, repeats, 0.0).sum(1) / count
+        var_img = np.where(valid, (repeats - mean_img[:, None]) ** 2, 0.0).sum(1) / (count - 1)
+        use = count >= 2
+        noise = np.where(use, var_img, 0.0).sum(0) / use.sum(0)
+        mean_all = np.where(valid, repeats, 0.0).sum((0, 1)) / n
+        total_var = np.where(valid, (repeats - mean_all) ** 2, 0.0).sum((0, 1)) / (n - 1)
+        explainable = total_var - noise
+        out = 1.0 - (mse - noise) / explainable
+    out[~(explainable > 0)] = np.nan
+    return out
+
+
+def fraction_oracle(pred: np.ndarray, repeats: np.ndarray) -> np.ndarray:
+    """Per-neuron single-trial correlation relative to the oracle: ``ρ_k / ρ^oracle_k``.
+
+    The population summary (see :func:`fraction_oracle_slope`) is the slope of the
+    least-squares line through the origin of ``ρ`` on ``ρ^oracle`` across neurons
+    (Sensorium 2022), which is robust to neurons with a tiny oracle.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return single_trial_correlation(pred, repeats) / oracle_correlation(repeats)
+
+
+def fraction_oracle_slope(pred: np.ndarray, repeats: np.ndarray) -> float:
+    """``Σ_k ρ_k ρ^oracle_k / Σ_k (ρ^oracle_k)²`` over neurons where both are finite."""
+    rho = single_trial_correlation(pred, repeats)
+    oracle = oracle_correlation(repeats)
+    ok = np.isfinite(rho) & np.isfinite(oracle)
+    den = float((oracle[ok] ** 2).sum())
+    return float((rho[ok] * oracle[ok]).sum() / den) if den > 0 else float("nan")
+
+
+def average(values: np.ndarray) -> float:
+    """Mean over neurons, ignoring NaN (NaN when all are NaN)."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def summary(pred: np.ndarray, repeats: np.ndarray) -> dict[str, float]:
+    """Neuron-averaged metrics: ``correlation`` (single trial), ``average_correlation``,
+    and, when some image has >= 2 repeats, ``oracle_correlation``, ``fev`` and
+    ``fraction_oracle`` (slope)."""
+    out = {
+        "correlation": average(single_trial_correlation(pred, repeats)),
+        "average_correlation": average(average_correlation(pred, repeats)),
+    }
+    if (np.sum(~np.isnan(np.asarray(repeats)), axis=1) >= 2).any():
+        out["oracle_correlation"] = average(oracle_correlation(repeats))
+        out["fev"] = average(fev(pred, repeats))
+        out["fraction_oracle"] = fraction_oracle_slope(pred, repeats)
+    return out
