@@ -22,6 +22,15 @@ from neuroreg.evaluation.report import plot_robustness, write_report
 SHAPE = (1, 4, 4)  # images [C, H, W]; D = 16 pixels
 
 
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """The tensors here are tiny: one intra-op thread is fastest and immune to a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_blobs(n: int, seed: int, spread: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
     """Two classes, images 0.5 ± 0.1·u + N(0, spread²) clipped to [0, 1], u a fixed ±1 pattern.
 
@@ -160,18 +169,40 @@ def test_pgd_at_least_as_strong_as_fgsm(trained) -> None:
         assert acc_pgd <= acc_fgsm + 1e-9, (eps, acc_pgd, acc_fgsm)
 
 
-def test_pgd_restarts_keep_the_worst_case(trained) -> None:
+@pytest.mark.parametrize("steps", [0, 3])
+def test_pgd_restarts_keep_the_worst_case(trained, steps: int) -> None:
+    """Restart 1 of both runs starts at the same point, so more restarts see a superset of
+    candidates: per example never less wrong, and never a lower loss while still right."""
     model, x, y = trained
 
-    def wrong(restarts: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(3)  # restart 1 of both runs starts at the same point
-        x_adv = pgd(model, x, y, 0.08, steps=3, restarts=restarts, generator=g)
+    def attack(restarts: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(3)
+        x_adv = pgd(model, x, y, 0.08, steps=steps, restarts=restarts, generator=g)
         with torch.no_grad():
-            return model(x_adv).argmax(1) != y
+            logits = model(x_adv)
+        return logits.argmax(1) != y, nn.functional.cross_entropy(logits, y, reduction="none")
 
-    one, many = wrong(1), wrong(4)
-    assert bool((many | ~one).all()), "an example broken by restart 1 must stay broken"
-    assert many.sum() >= one.sum()
+    (wrong_one, loss_one), (wrong_many, loss_many) = attack(1), attack(8)
+    assert bool((wrong_many | ~wrong_one).all()), "an example broken by restart 1 must stay broken"
+    both_right = ~wrong_one & ~wrong_many
+    assert bool((loss_many[both_right] >= loss_one[both_right] - 1e-5).all())
+    assert wrong_many.sum() >= wrong_one.sum()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_pgd_random_start_is_uniform_in_the_ball(norm: str) -> None:
+    """steps=0, restarts=1 returns the start point: uniform in the ball of radius eps."""
+    x, y = torch.full((4000, *SHAPE), 0.5), torch.zeros(4000, dtype=torch.long)
+    eps = 0.2  # the box [0, 1] never binds around 0.5
+    x_adv = pgd(make_mlp().eval(), x, y, eps, steps=0, norm=norm, generator=torch.Generator().manual_seed(0))
+    delta = (x_adv - x).flatten(1) / eps
+    if norm == "linf":  # independent U(-1, 1) coordinates: E|u| = 1/2, E u = 0
+        assert delta.abs().mean().item() == pytest.approx(0.5, abs=0.01)
+        assert abs(delta.mean().item()) < 0.01
+    else:  # radius r with P(r <= t) = t^d, d = 16: E r = d / (d + 1); isotropic direction
+        radius = delta.norm(dim=1)
+        assert radius.mean().item() == pytest.approx(16 / 17, abs=0.005)
+        assert delta.mean(0).abs().max().item() < 0.03
 
 
 @pytest.mark.parametrize("random_start", [False, True])
@@ -339,6 +370,30 @@ def test_evaluate_restores_modes_and_matches_direct_computation(trained) -> None
     assert report["clean_accuracy"] == pytest.approx(accuracy(model, x[:200], y[:200]))
     assert report["gaussian_noise"]["accuracy"][0] == report["clean_accuracy"]
     assert report["pgd_linf"]["accuracy"] == [report["clean_accuracy"], pytest.approx(0.0, abs=0.02)]
+
+
+class BandModel(nn.Module):
+    """1-pixel images; predicts the wrong class 1 only inside the band |x - 0.6| < 0.05."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = 1 - (x.flatten(1) - 0.6).abs() / 0.05
+        return torch.cat([torch.zeros_like(t), t], dim=1)
+
+
+def test_evaluate_pgd_curve_counts_attacks_found_at_smaller_eps() -> None:
+    """From x = 0.5 a one-step attack lands in the band at eps = 0.1 but overshoots it at
+    eps = 0.3; the adversarial image of eps = 0.1 is also in the 0.3-ball, so the reported
+    robust accuracy at 0.3 must be 0 too (monotone), not the attack's own ~5/6."""
+    model = BandModel()
+    x, y = torch.full((300, 1, 1, 1), 0.5), torch.zeros(300, dtype=torch.long)
+    g = torch.Generator().manual_seed(0)
+    assert accuracy(model, pgd(model, x, y, 0.1, steps=1, generator=g), y) == 0.0
+    assert accuracy(model, pgd(model, x, y, 0.3, steps=1, generator=g), y) > 0.6
+
+    cb = RobustnessEvaluation(noise_sigmas=[0.0], pgd_epsilons=[0.3, 0.0, 0.1], pgd_steps=1)
+    report = cb.evaluate(model, [{"image": x, "label": y}], progress=False)
+    assert report["pgd_linf"]["epsilon"] == [0.3, 0.0, 0.1]  # the caller's order is kept
+    assert report["pgd_linf"]["accuracy"] == [0.0, 1.0, 0.0]
 
 
 class BlobSet(Dataset):

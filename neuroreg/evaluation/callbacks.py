@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from neuroreg.evaluation.attacks import pgd
-from neuroreg.evaluation.perturbations import gaussian_noise
-from neuroreg.evaluation.report import PLOT_NAME, plot_robustness, write_report
+from neuroreg.evaluation import sanity
+from neuroreg.evaluation.report import write_outputs
+from neuroreg.evaluation.suite import SUITES, Budget, budget_for, evaluate, metrics
 
 
 def _fmt(value: float) -> str:
@@ -51,8 +50,14 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
 
 
 class RobustnessEvaluation(pl.Callback):
-    """At the end of ``fit``, measure accuracy on the test set: clean, under Gaussian
-    noise, and under a PGD-L∞ attack; write ``report.json`` + ``robustness.png``.
+    """At the end of ``fit``, run an evaluation suite on the test set and write the report.
+
+    The suite (:mod:`neuroreg.evaluation.suite`) measures clean accuracy, Gaussian noise,
+    common corruptions, PGD / FGSM curves, AutoAttack, minimal perturbations, sanity flags
+    and brain similarity, as far as its :class:`~neuroreg.evaluation.suite.Budget` says.
+    ``suite=None`` is the small default budget: Gaussian noise, PGD-L∞ and FGSM-L∞ plus
+    the sanity checks that need no extra attack. Explicit arguments override the suite's
+    budget.
 
     For the test images ``(x_i, y_i)``, ``i = 1..n`` (``n <= max_images``), with the model
     ``f`` in eval mode:
@@ -65,30 +70,37 @@ class RobustnessEvaluation(pl.Callback):
       list (an attack found inside a smaller ball also lies inside the larger one, so
       the reported curve is an upper bound on robust accuracy, monotone in ε).
       :func:`neuroreg.evaluation.attacks.pgd` with ``pgd_steps`` steps of size
-      ``2.5 ε / steps``, random start, ``pgd_restarts`` restarts.
+      ``2.5 ε / steps``, random start, ``pgd_restarts`` restarts; with expectation over
+      transformation when the model is stochastic.
 
     The datamodule's ``setup("test")`` is called, then ``test_dataloader()``; its batches
     are dicts ``{"image": [B, C, H, W] in [0, 1], "label": [B], ...}``. The module is
-    evaluated on the strategy's root device (Lightning has moved it to the CPU before
-    ``on_fit_end``), then returned to its device and per-submodule train/eval modes.
+    evaluated on the strategy's root device, then returned to its device and
+    per-submodule train/eval modes.
 
     Every rank evaluates the full test set (identical, seeded results; no collective
     calls inside); only global rank 0 writes files and prints. Under ``fast_dev_run``
     only ``fast_dev_run`` batches are evaluated and nothing is written or logged.
 
     Outputs (rank 0) in the run directory ``trainer.log_dir`` (else
-    ``trainer.default_root_dir``): ``report.json`` (see :mod:`neuroreg.evaluation.report`),
-    ``robustness.png``; scalars ``eval/clean_accuracy``, ``eval/noise_accuracy_sigma=<σ>``,
-    ``eval/pgd_linf_accuracy_eps=<ε>`` to every logger at ``trainer.global_step``. The
+    ``trainer.default_root_dir``): ``report.json`` (written last, with ``"complete":
+    true``), ``robustness.png`` and the other plots of
+    :func:`~neuroreg.evaluation.report.write_outputs`; scalars ``eval/clean_accuracy``,
+    ``eval/noise_accuracy_sigma=<σ>``, ``eval/pgd_linf_accuracy_eps=<ε>``, … to every
+    logger at ``trainer.global_step``. A failed sanity check is printed as a banner. The
     report dict is also kept as ``self.report``.
 
     Args:
+        suite: ``"quick"``, ``"standard"``, ``"full"`` or ``None`` (the small default).
         noise_sigmas: Gaussian noise standard deviations, each in [0, 1].
         pgd_epsilons: L∞ radii, each in [0, 1] (image units; 8/255 ≈ 0.0314).
         pgd_steps: PGD iterations (>= 1).
         pgd_restarts: random restarts per example (>= 1).
-        max_images: evaluate at most this many test images (``None``: all).
-        seed: seeds the noise and the PGD start points.
+        max_images: evaluate at most this many test images (``None``: the suite's number).
+        seed: seeds the noise, corruptions and attack start points.
+        recording: path of a held-out NeuralRecording for brain similarity (with
+            ``brain_layers``).
+        brain_layers: backbone module paths, in depth order.
 
     Raises:
         ValueError: at construction, naming the bad argument.
@@ -100,36 +112,50 @@ class RobustnessEvaluation(pl.Callback):
 
     def __init__(
         self,
-        noise_sigmas: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.3),
-        pgd_epsilons: Sequence[float] = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255),
-        pgd_steps: int = 10,
-        pgd_restarts: int = 1,
+        suite: str | None = None,
+        noise_sigmas: Sequence[float] | None = None,
+        pgd_epsilons: Sequence[float] | None = None,
+        pgd_steps: int | None = None,
+        pgd_restarts: int | None = None,
         max_images: int | None = None,
         seed: int = 0,
+        recording: str | None = None,
+        brain_layers: Sequence[str] = (),
     ) -> None:
         super().__init__()
-        self.noise_sigmas = _check_values("noise_sigmas", noise_sigmas, 0.0, 1.0)
-        self.pgd_epsilons = _check_values("pgd_epsilons", pgd_epsilons, 0.0, 1.0)
-        self.pgd_steps = _check_int("pgd_steps", pgd_steps, 1)
-        self.pgd_restarts = _check_int("pgd_restarts", pgd_restarts, 1)
-        self.max_images = None if max_images is None else _check_int("max_images", max_images, 1)
+        if suite is not None and suite not in SUITES:
+            raise ValueError(f"RobustnessEvaluation: suite must be one of {sorted(SUITES)} or None, found {suite!r}")
+        overrides: dict[str, Any] = {}
+        if noise_sigmas is not None:
+            overrides["noise_sigmas"] = tuple(_check_values("noise_sigmas", noise_sigmas, 0.0, 1.0))
+        if pgd_epsilons is not None:
+            overrides["linf_epsilons"] = tuple(_check_values("pgd_epsilons", pgd_epsilons, 0.0, 1.0))
+        if pgd_steps is not None:
+            overrides["pgd_steps"] = _check_int("pgd_steps", pgd_steps, 1)
+        if pgd_restarts is not None:
+            overrides["pgd_restarts"] = _check_int("pgd_restarts", pgd_restarts, 1)
+        if max_images is not None:
+            overrides["max_images"] = _check_int("max_images", max_images, 1)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"RobustnessEvaluation: seed must be an integer, found {seed!r}")
+        self.suite = suite
+        self.budget: Budget = budget_for(suite, **overrides) if suite else Budget(**overrides)
         self.seed = seed
+        self.recording = recording
+        self.brain_layers = list(brain_layers)
+        if bool(recording) != bool(self.brain_layers):
+            raise ValueError(
+                "RobustnessEvaluation: recording and brain_layers go together (brain similarity needs both), "
+                f"found recording={recording!r}, brain_layers={self.brain_layers}"
+            )
         self.report: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ evaluation
 
-    def metrics(self, report: Mapping[str, Any]) -> dict[str, float]:
+    @staticmethod
+    def metrics(report: Mapping[str, Any]) -> dict[str, float]:
         """Flat scalar metrics ``{"eval/…": value}`` of a report made by :meth:`evaluate`."""
-        out = {"eval/clean_accuracy": float(report["clean_accuracy"])}
-        noise = report["gaussian_noise"]
-        for sigma, acc in zip(noise["sigma"], noise["accuracy"]):
-            out[f"eval/noise_accuracy_sigma={_fmt(sigma)}"] = float(acc)
-        attack = report["pgd_linf"]
-        for eps, acc in zip(attack["epsilon"], attack["accuracy"]):
-            out[f"eval/pgd_linf_accuracy_eps={_fmt(eps)}"] = float(acc)
-        return out
+        return metrics(report)
 
     def evaluate(
         self,
@@ -141,107 +167,13 @@ class RobustnessEvaluation(pl.Callback):
     ) -> dict[str, Any]:
         """Evaluate ``model`` on ``loader`` and return the report dict (without ``checkpoint``).
 
-        Args:
-            model: ``images [B, C, H, W] in [0, 1] -> logits [B, classes]``. Put in eval mode
-                and on ``device`` for the evaluation; its modes and device are restored after.
-            loader: iterable of dict batches with ``"image"`` and ``"label"``.
-            device: where to evaluate; ``None``: the model's current device.
-            max_batches: stop after this many batches (``None``: no limit).
-            progress: show a tqdm progress bar.
-
-        Returns:
-            ``{"clean_accuracy", "gaussian_noise": {"sigma", "accuracy"}, "pgd_linf":
-            {"epsilon", "accuracy", "steps", "restarts"}, "n_images", "seed"}``.
-
-        Raises:
-            ValueError: if a batch is not a dict with ``image`` and ``label``, or the loader
-                yields no images.
+        See :func:`neuroreg.evaluation.suite.evaluate`; ``model``'s modes and device are
+        restored after.
         """
-        from tqdm import tqdm
-
-        params = [p for p in model.parameters() if torch.is_floating_point(p)]
-        home = params[0].device if params else torch.device("cpu")
-        dtype = params[0].dtype if params else torch.float32
-        device = torch.device(device) if device is not None else home
-        modes = {m: m.training for m in model.modules()}
-
-        noise_gens = [torch.Generator().manual_seed(self.seed) for _ in self.noise_sigmas]
-        eps_order = sorted(range(len(self.pgd_epsilons)), key=self.pgd_epsilons.__getitem__)
-        pgd_gens = [torch.Generator().manual_seed(self.seed) for _ in self.pgd_epsilons]
-        n = clean_correct = 0
-        noise_correct = [0] * len(self.noise_sigmas)
-        pgd_correct = [0] * len(self.pgd_epsilons)
-
-        total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
-        if max_batches is not None and total is not None:
-            total = min(total, max_batches)
-        bar = tqdm(total=total, desc="neuroreg robustness evaluation", disable=not progress, leave=False)
-        model.to(device)
-        model.eval()
-        try:
-            for batch_idx, batch in enumerate(loader):
-                if max_batches is not None and batch_idx >= max_batches:
-                    break
-                if self.max_images is not None and n >= self.max_images:
-                    break
-                x, y = self._unpack(batch, batch_idx)
-                if self.max_images is not None:
-                    x, y = x[: self.max_images - n], y[: self.max_images - n]
-                x, y = x.to(device=device, dtype=dtype), y.to(device=device)
-                n += y.shape[0]
-
-                with torch.no_grad():
-                    clean_ok = self._correct(model, x, y)
-                    clean_correct += int(clean_ok.sum())
-                    for i, sigma in enumerate(self.noise_sigmas):
-                        noisy = gaussian_noise(x, sigma, generator=noise_gens[i])
-                        noise_correct[i] += int(self._correct(model, noisy, y).sum())
-
-                robust = clean_ok.clone()  # the clean image lies in every ball
-                for i in eps_order:
-                    x_adv = pgd(
-                        model, x, y, self.pgd_epsilons[i], steps=self.pgd_steps,
-                        restarts=self.pgd_restarts, generator=pgd_gens[i],
-                    )
-                    with torch.no_grad():
-                        robust &= self._correct(model, x_adv, y)
-                    pgd_correct[i] += int(robust.sum())
-                bar.update(1)
-        finally:
-            bar.close()
-            model.to(home)
-            for module, training in modes.items():
-                module.training = training
-
-        if n == 0:
-            raise ValueError("RobustnessEvaluation: the test loader yielded no images")
-        return {
-            "clean_accuracy": clean_correct / n,
-            "gaussian_noise": {"sigma": list(self.noise_sigmas), "accuracy": [c / n for c in noise_correct]},
-            "pgd_linf": {
-                "epsilon": list(self.pgd_epsilons),
-                "accuracy": [c / n for c in pgd_correct],
-                "steps": self.pgd_steps,
-                "restarts": self.pgd_restarts,
-            },
-            "n_images": n,
-            "seed": self.seed,
-        }
-
-    @staticmethod
-    def _correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """Boolean ``[B]``: ``argmax model(x) == y``."""
-        return model(x).argmax(dim=1) == y
-
-    @staticmethod
-    def _unpack(batch: Any, batch_idx: int) -> tuple[Tensor, Tensor]:
-        if not isinstance(batch, Mapping) or "image" not in batch or "label" not in batch:
-            found = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
-            raise ValueError(
-                f"RobustnessEvaluation: test batch {batch_idx} must be a dict with keys 'image' "
-                f"[B, C, H, W] in [0, 1] and 'label' [B], found {found}"
-            )
-        return batch["image"], batch["label"]
+        return evaluate(
+            model, loader, self.budget, seed=self.seed, device=device, max_batches=max_batches, progress=progress,
+            recording=self.recording, brain_layers=self.brain_layers,
+        )
 
     # ------------------------------------------------------------------ Lightning hook
 
@@ -272,7 +204,7 @@ class RobustnessEvaluation(pl.Callback):
         return loader
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Evaluate, store ``self.report``, log scalars, write report.json + robustness.png (rank 0)."""
+        """Evaluate, store ``self.report``, log scalars, write plots then report.json (rank 0)."""
         loader = self._test_loader(trainer)
         run_dir = trainer.log_dir or trainer.default_root_dir  # collective call: every rank
         fast_dev_run = int(trainer.fast_dev_run) if trainer.fast_dev_run else None
@@ -283,6 +215,7 @@ class RobustnessEvaluation(pl.Callback):
         checkpoint = trainer.checkpoint_callback
         path = getattr(checkpoint, "best_model_path", "") or getattr(checkpoint, "last_model_path", "")
         report["checkpoint"] = path or None
+        report["complete"] = True
         self.report = report
         if not trainer.is_global_zero:
             return
@@ -292,20 +225,36 @@ class RobustnessEvaluation(pl.Callback):
 
         for logger in trainer.loggers:
             logger.log_metrics(self.metrics(report), step=trainer.global_step)
-        report_path = write_report(report, run_dir)
-        plot_robustness(report, Path(run_dir) / PLOT_NAME)
+        report_path = write_outputs(report, run_dir)
         print(f"neuroreg: robustness report written to {report_path}")
-        print(self._table(report))
+        print(table(report))
+        banner = sanity.format_failures(report.get("sanity", {}))
+        if banner:
+            print(banner)
 
-    @staticmethod
-    def _table(report: Mapping[str, Any]) -> str:
-        rows = [("clean", "", report["clean_accuracy"])]
-        noise, attack = report["gaussian_noise"], report["pgd_linf"]
+
+def table(report: Mapping[str, Any]) -> str:
+    """A plain-text summary table of a report."""
+    rows = [("clean", "", report["clean_accuracy"])]
+    if "gaussian_noise" in report:
+        noise = report["gaussian_noise"]
         rows += [("gaussian noise", f"σ={_fmt(s)}", a) for s, a in zip(noise["sigma"], noise["accuracy"])]
-        rows += [
-            ("pgd linf", f"ε={_fmt(e)} ({e * 255:.3g}/255)", a)
-            for e, a in zip(attack["epsilon"], attack["accuracy"])
-        ]
-        lines = [f"  {'condition':<16}{'strength':<22}accuracy  (n={report['n_images']})"]
-        lines += [f"  {c:<16}{s:<22}{a:.4f}" for c, s, a in rows]
-        return "\n".join(lines)
+    for key, label in (("pgd_linf", "pgd linf"), ("fgsm_linf", "fgsm linf")):
+        if key in report:
+            rows += [
+                (label, f"ε={_fmt(e)} ({e * 255:.3g}/255)", a)
+                for e, a in zip(report[key]["epsilon"], report[key]["accuracy"])
+            ]
+    if "pgd_l2" in report:
+        rows += [("pgd l2", f"ε={_fmt(e)}", a) for e, a in zip(report["pgd_l2"]["epsilon"], report["pgd_l2"]["accuracy"])]
+    if "corruptions" in report:
+        rows.append(("corruptions", "mean", report["corruptions"]["mean_accuracy"]))
+    if "autoattack" in report:
+        aa = report["autoattack"]
+        rows.append((f"autoattack {aa['version']}", f"ε={_fmt(aa['epsilon'])}", aa["accuracy"]))
+    lines = [f"  {'condition':<20}{'strength':<22}accuracy  (n={report['n_images']})"]
+    lines += [f"  {c:<20}{s:<22}{a:.4f}" for c, s, a in rows]
+    for norm, part in report.get("minimal_perturbation", {}).items():
+        med = part["median"]
+        lines.append(f"  minimal {norm} perturbation: median {med if med is None else f'{med:.4g}'} (n={part['n_images']})")
+    return "\n".join(lines)

@@ -150,10 +150,12 @@ def plot_robustness(report: Mapping[str, Any], path: str | os.PathLike[str]) -> 
     epsilons, pgd_acc = _curve(report, "pgd_linf", "epsilon")
     clean = report.get("clean_accuracy")
     path = Path(path)
+    has_l2 = "pgd_l2" in report
 
-    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    fig = Figure(figsize=(13 if has_l2 else 9, 3.6), layout="constrained")
     FigureCanvasAgg(fig)
-    ax_noise, ax_pgd = fig.subplots(1, 2, sharey=True)
+    axes = fig.subplots(1, 3 if has_l2 else 2, sharey=True)
+    ax_noise, ax_pgd = axes[0], axes[1]
     ax_noise.plot(sigmas, noise_acc, marker="o")
     ax_noise.set(xlabel="Gaussian noise σ", ylabel="accuracy", title="Gaussian noise")
     pgd_info = report["pgd_linf"]
@@ -162,7 +164,14 @@ def plot_robustness(report: Mapping[str, Any], path: str | os.PathLike[str]) -> 
         title += f" ({pgd_info['steps']} steps, {pgd_info['restarts']} restart(s))"
     ax_pgd.plot([e * 255 for e in epsilons], pgd_acc, marker="o", color="tab:red")
     ax_pgd.set(xlabel="ε × 255", title=title)
-    for ax in (ax_noise, ax_pgd):
+    if "fgsm_linf" in report:
+        fe, fa = _curve(report, "fgsm_linf", "epsilon")
+        ax_pgd.plot([e * 255 for e in fe], fa, marker="s", color="tab:orange", label="FGSM")
+    if has_l2:
+        le, la = _curve(report, "pgd_l2", "epsilon")
+        axes[2].plot(le, la, marker="o", color="tab:purple")
+        axes[2].set(xlabel="ε (L2, image units)", title="PGD L2")
+    for ax in axes:
         if clean is not None and math.isfinite(float(clean)):
             ax.axhline(float(clean), linestyle="--", color="gray", label="clean")
         ax.set_ylim(-0.02, 1.02)
@@ -173,3 +182,145 @@ def plot_robustness(report: Mapping[str, Any], path: str | os.PathLike[str]) -> 
     fmt = path.suffix.lstrip(".") or "png"
     _atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=120), mode="wb")
     return path
+
+
+def _save(fig: Any, path: Path) -> Path:
+    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
+    return path
+
+
+def plot_corruptions(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Heat map of accuracy per corruption (rows) and severity (columns) into a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    per = report["corruptions"]["per_corruption"]
+    names = list(per)
+    sev = per[names[0]]["severity"]
+    grid = [[float(a) for a in per[n]["accuracy"]] for n in names]
+    fig = Figure(figsize=(1.2 * len(sev) + 3, 0.35 * len(names) + 1.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(sev)), [str(s) for s in sev])
+    ax.set_yticks(range(len(names)), names)
+    for i, row in enumerate(grid):
+        for j, v in enumerate(row):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w" if v < 0.6 else "k", fontsize=7)
+    ax.set(xlabel="severity", title=f"corruption accuracy (mean {report['corruptions']['mean_accuracy']:.3f})")
+    fig.colorbar(im, ax=ax)
+    return _save(fig, Path(path))
+
+
+def plot_minimal_perturbation(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Histograms of the per-image minimal perturbation sizes (one panel per norm)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    mp = report["minimal_perturbation"]
+    fig = Figure(figsize=(4.5 * len(mp), 3.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(mp), squeeze=False)[0]
+    for ax, (norm, part) in zip(axes, mp.items()):
+        vals = [v for v in part["values"] if v is not None and v > 0]
+        ax.hist(vals, bins=20, color="tab:blue")
+        if part["median"] is not None:
+            ax.axvline(part["median"], color="k", linestyle="--", label=f"median {part['median']:.3g}")
+            ax.legend()
+        ax.set(xlabel=f"minimal {norm} ε", ylabel="images",
+               title=f"{norm}: {part['not_flipped']} of {part['n_images']} not flipped at {part['eps_max']:.3g}")
+    return _save(fig, Path(path))
+
+
+def plot_brain(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Brain-similarity profile across depth: predictivity (ridge, PLS), RSA and CKA per layer."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    brain = report["brain"]
+    layers = brain["layers"]
+    fig = Figure(figsize=(max(5, 1.2 * len(layers) + 2), 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    xs = list(range(len(layers)))
+    nan = float("nan")
+    for key, label in (("ridge", "predictivity (ridge)"), ("pls", "predictivity (PLS-25)")):
+        ax.plot(xs, [nan if v is None else v for v in brain[key]["score"]], marker="o", label=label)
+    ax.plot(xs, brain["rsa"], marker="s", label="RSA (Spearman)")
+    ax.plot(xs, brain["cka"], marker="^", label="linear CKA")
+    ax.set_xticks(xs, layers)
+    ax.set(xlabel="layer (depth)", ylabel="score", title=f"brain similarity ({brain['n_images']} images, tier {brain['tier']})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, Path(path))
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace NaN / inf floats by ``None`` recursively (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_outputs(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> Path:
+    """Write every plot the report has data for, then ``report.json`` (last, atomically).
+
+    ``robustness.png`` (needs ``gaussian_noise`` and ``pgd_linf``), ``corruptions.png``,
+    ``minimal_perturbation.png``, ``brain.png``. NaN values in the ``brain`` section
+    (a neuron set without a usable ceiling) become ``null``. Returns the report path.
+    """
+    out = Path(out_dir)
+    report = dict(report)
+    if "brain" in report:
+        report["brain"] = _json_safe(report["brain"])
+    if "gaussian_noise" in report and "pgd_linf" in report:
+        plot_robustness(report, out / PLOT_NAME)
+    if "corruptions" in report:
+        plot_corruptions(report, out / "corruptions.png")
+    if "minimal_perturbation" in report:
+        plot_minimal_perturbation(report, out / "minimal_perturbation.png")
+    if "brain" in report:
+        plot_brain(report, out / "brain.png")
+    return write_report(report, out)
+
+
+def write_eval_dir(
+    report: Mapping[str, Any], run_dir: str | os.PathLike[str], name: str = "eval", extra: Mapping[str, str] | None = None
+) -> Path:
+    """Write plots + report into ``<run_dir>/<name>/`` atomically as a directory.
+
+    Everything is written into a fresh temporary directory next to the target, which then
+    replaces ``<name>/`` (the previous one is moved aside and deleted): a reader sees the
+    old complete directory or the new complete one; a crash leaves at most a hidden
+    ``.<name>.*.tmp`` directory, never a partial ``eval/report.json``. The report carries
+    ``"complete": true``. ``extra`` maps further file names to text content (e.g.
+    ``metrics.csv``), written into the same directory before the report.
+
+    Returns:
+        Path of ``<run_dir>/<name>/report.json``.
+    """
+    import shutil
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    final = run_dir / name
+    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{name}.", suffix=".tmp"))
+    try:
+        for fname, text in (extra or {}).items():
+            (tmp / fname).write_text(text)
+        write_outputs({**report, "complete": True}, tmp)
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{name}.old.", suffix=".tmp"))
+            os.replace(final, old / name)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final / REPORT_NAME

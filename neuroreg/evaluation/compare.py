@@ -1,0 +1,167 @@
+"""``neuroreg compare RUN... --out DIR``: overlay robustness curves of several runs.
+
+Each RUN is a run directory (holding ``eval/report.json`` or ``report.json``) or a
+report file. Runs whose configs are equal except for the seeds (``seed_everything`` and
+any ``seed`` / ``split_seed`` fields) form one group; a group's curve is the mean with a
+95 % t-interval across its seeds, ``mean ± t_{0.975, n-1} · s / √n``. Writes
+``comparison.png`` (accuracy vs ε for PGD L∞ / L2, vs σ for noise), ``comparison.md`` and
+``comparison.html`` (tables of clean accuracy, mean corruption accuracy, AutoAttack and
+PGD at the largest ε, and the median minimal L2 perturbation, per group).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+_SEED_KEYS = {"seed_everything", "seed", "split_seed"}
+
+
+def _strip_seeds(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_seeds(v) for k, v in value.items() if k not in _SEED_KEYS}
+    if isinstance(value, list):
+        return [_strip_seeds(v) for v in value]
+    return value
+
+
+def load_run(arg: str | Path) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    """``(name, report, config or None)`` of a run directory or report file.
+
+    Raises:
+        ValueError: no report found, or the report lacks ``"complete": true``.
+    """
+    p = Path(arg)
+    candidates = [p] if p.is_file() else [p / "eval" / "report.json", p / "report.json"]
+    report_path = next((c for c in candidates if c.is_file()), None)
+    if report_path is None:
+        raise ValueError(f"compare: run {arg}: expected a report file or a directory with eval/report.json or report.json")
+    report = json.loads(report_path.read_text())
+    if not report.get("complete"):
+        raise ValueError(f"compare: {report_path}: expected \"complete\": true (a finished evaluation), found none")
+    config = None
+    for c in (report_path.parent / "config.yaml", report_path.parent.parent / "config.yaml"):
+        if c.is_file():
+            config = yaml.safe_load(c.read_text())
+            break
+    name = report_path.parent.parent.name if report_path.parent.name == "eval" else report_path.parent.name
+    return name, report, config
+
+
+def t_interval(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95 % t-interval (half-width 0 for one value)."""
+    from scipy.stats import t
+
+    arr = np.asarray(values, dtype=float)
+    if len(arr) < 2:
+        return float(arr.mean()), 0.0
+    return float(arr.mean()), float(t.ppf(0.975, len(arr) - 1) * arr.std(ddof=1) / math.sqrt(len(arr)))
+
+
+def group_runs(runs: list[tuple[str, dict, dict | None]]) -> OrderedDict[str, list[tuple[str, dict]]]:
+    """Group runs whose configs match up to seeds; label = first run's name (+ ``×n``)."""
+    groups: OrderedDict[str, list] = OrderedDict()
+    keys: dict[str, str] = {}
+    for name, report, config in runs:
+        key = json.dumps(_strip_seeds(config), sort_keys=True, default=str) if config is not None else f"run:{name}"
+        if key not in keys:
+            keys[key] = name
+            groups[name] = []
+        groups[keys[key]].append((name, report))
+    return groups
+
+
+def _curve(reports: list[dict], section: str, x_key: str) -> tuple[list[float], list[float], list[float]] | None:
+    parts = [r.get(section) for r in reports]
+    if any(p is None for p in parts):
+        return None
+    xs = parts[0][x_key]
+    if any(list(p[x_key]) != list(xs) for p in parts):
+        raise ValueError(f"compare: runs of one group have different {section}.{x_key} grids")
+    stats = [t_interval([p["accuracy"][i] for p in parts]) for i in range(len(xs))]
+    return list(xs), [m for m, _ in stats], [h for _, h in stats]
+
+
+def _row(reports: list[dict]) -> dict[str, str]:
+    def cell(values: list[float | None]) -> str:
+        vals = [v for v in values if v is not None]
+        if not vals:
+            return "–"
+        m, h = t_interval(vals)
+        return f"{m:.3f}" if len(vals) == 1 else f"{m:.3f} ± {h:.3f}"
+
+    return {
+        "n": str(len(reports)),
+        "clean": cell([r["clean_accuracy"] for r in reports]),
+        "mean corruption acc.": cell([r.get("corruptions", {}).get("mean_accuracy") for r in reports]),
+        "PGD L∞ @ max ε": cell([r["pgd_linf"]["accuracy"][int(np.argmax(r["pgd_linf"]["epsilon"]))] if "pgd_linf" in r else None for r in reports]),
+        "AutoAttack": cell([r.get("autoattack", {}).get("accuracy") for r in reports]),
+        "median min. L2": cell([r.get("minimal_perturbation", {}).get("l2", {}).get("median") for r in reports]),
+        "sanity": "ok" if all(r.get("sanity_passed", True) for r in reports) else "FAILED",
+    }
+
+
+def compare(runs: list[str | Path], out: str | Path) -> dict[str, Path]:
+    """Write ``comparison.png``, ``comparison.md`` and ``comparison.html`` into ``out``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from neuroreg.evaluation.report import _atomic_write
+
+    groups = group_runs([load_run(r) for r in runs])
+    out = Path(out)
+    panels = [("gaussian_noise", "sigma", "Gaussian noise σ"), ("pgd_linf", "epsilon", "PGD L∞ ε"), ("pgd_l2", "epsilon", "PGD L2 ε")]
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3, sharey=True)
+    for ax, (section, x_key, label) in zip(axes, panels):
+        for gname, members in groups.items():
+            c = _curve([r for _, r in members], section, x_key)
+            if c is None:
+                continue
+            xs, mean, half = c
+            order = np.argsort(xs)
+            xs, mean, half = np.asarray(xs)[order], np.asarray(mean)[order], np.asarray(half)[order]
+            line = ax.plot(xs, mean, marker="o", label=f"{gname} (n={len(members)})")[0]
+            if len(members) > 1:
+                ax.fill_between(xs, mean - half, mean + half, color=line.get_color(), alpha=0.2)
+        ax.set(xlabel=label, title=label.rsplit(" ", 1)[0])
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (mean ± 95% CI over seeds)")
+    axes[0].legend(fontsize=8)
+    rows = OrderedDict((g, _row([r for _, r in m])) for g, m in groups.items())
+    cols = list(next(iter(rows.values())))
+    md = "| run | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 1) + "\n"
+    md += "".join(f"| {g} | " + " | ".join(r[c] for c in cols) + " |\n" for g, r in rows.items())
+    html = "<table>\n<tr><th>run</th>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>\n"
+    html += "".join(f"<tr><td>{g}</td>" + "".join(f"<td>{r[c]}</td>" for c in cols) + "</tr>\n" for g, r in rows.items())
+    html += "</table>\n"
+    paths = {"png": out / "comparison.png", "md": out / "comparison.md", "html": out / "comparison.html"}
+    _atomic_write(paths["png"], lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
+    _atomic_write(paths["md"], lambda f: f.write(md))
+    _atomic_write(paths["html"], lambda f: f.write(html))
+    return paths
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="neuroreg compare", description="Overlay robustness curves of several runs.")
+    p.add_argument("runs", nargs="+", help="run directories or report.json files")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    args = p.parse_args(argv)
+    try:
+        paths = compare(args.runs, args.out)
+    except (ValueError, OSError) as err:
+        print(f"neuroreg compare: error: {err}", file=sys.stderr)
+        return 2
+    print(paths["md"].read_text())
+    print(f"neuroreg: comparison written to {args.out}")
+    return 0

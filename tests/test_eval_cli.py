@@ -1,0 +1,99 @@
+"""``neuroreg eval`` and ``neuroreg compare`` end to end on a tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from neuroreg.cli import main
+
+MODEL = {
+    "class_path": "neuroreg.models.classifier.RegularizedClassifier",
+    "init_args": {
+        "backbone": {"class_path": "neuroreg.models.backbones.SmallResNet", "init_args": {"in_channels": 1, "widths": [4, 8]}},
+        "mean": [0.3], "std": [0.32],
+    },
+}
+DATA = {
+    "class_path": "neuroreg.data.datamodules.RegularizedDataModule",
+    "init_args": {"images": {"class_path": "neuroreg.data.images.Digits", "init_args": {"size": 32}}, "eval_batch_size": 64},
+}
+
+
+def make_run(run: Path, num_classes: int = 10, seed: int = 0) -> Path:
+    """A run directory with config.yaml and an (untrained) checkpoint, as the Lightning CLI leaves it."""
+    from neuroreg.models.backbones import SmallResNet
+    from neuroreg.models.classifier import RegularizedClassifier
+
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"seed_everything": seed, "model": MODEL, "data": DATA}))
+    torch.manual_seed(seed)
+    model = RegularizedClassifier(SmallResNet(in_channels=1, widths=[4, 8]), num_classes=num_classes, mean=[0.3], std=[0.32])
+    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir()
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {"num_classes": num_classes}}, ckpt)
+    return ckpt
+
+
+def test_eval_writes_complete_report_and_compare_overlays(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ckpts = [make_run(tmp_path / f"run{s}", seed=s) for s in (0, 1)]
+    for ckpt in ckpts:
+        assert main(["eval", "--ckpt", str(ckpt), "--suite", "quick", "--max-images", "12", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    report_path = tmp_path / "run0" / "eval" / "report.json"
+    assert f"report written to {report_path}" in out
+    report = json.loads(report_path.read_text())
+    assert report["complete"] is True and report["suite"] == "quick" and report["n_images"] == 12
+    for key in ("clean_accuracy", "gaussian_noise", "corruptions", "pgd_linf", "pgd_l2", "fgsm_linf",
+                "minimal_perturbation", "sanity", "square"):
+        assert key in report, key
+    assert (report_path.parent / "robustness.png").is_file() and (report_path.parent / "metrics.csv").is_file()
+
+    assert main(["compare", str(tmp_path / "run0"), str(tmp_path / "run1"), "--out", str(tmp_path / "cmp")]) == 0
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| run0 | 2 |" in md  # same config up to the seed: one group of two runs with a CI
+    assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 1000
+
+
+def test_eval_bad_inputs_exit_2_with_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    five = make_run(tmp_path / "five", num_classes=5)
+    assert main(["eval", "--ckpt", str(five), "--max-images", "4", "--no-progress"]) == 2
+    assert "expected a data set with 5 classes" in capsys.readouterr().err
+
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"net.weight": torch.zeros(2, 2)}}, other)
+    assert main(["eval", "--ckpt", str(other), "--config", str(tmp_path / "five" / "config.yaml")]) == 2
+    assert "another model class" in capsys.readouterr().err
+
+    assert main(["eval", "--ckpt", str(tmp_path / "missing.ckpt"), "--config", str(tmp_path / "five" / "config.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("report.json"))
+
+    assert main(["compare", str(tmp_path / "five"), "--out", str(tmp_path / "cmp")]) == 2
+    assert "eval/report.json" in capsys.readouterr().err
+
+
+def test_eval_brain_similarity_from_cli(tmp_path: Path) -> None:
+    import numpy as np
+
+    from neuroreg.data.simulated import V1Population
+
+    ckpt = make_run(tmp_path / "run")
+    images = np.random.default_rng(0).random((30, 1, 32, 32), dtype=np.float32)
+    rec = V1Population(n_neurons=20, image_size=32, seed=0).record(images, repeats=2, seed=1, tiers="test")
+    path = rec.save(tmp_path / "heldout.h5")
+    status = main([
+        "eval", "--ckpt", str(ckpt), "--suite", "quick", "--max-images", "4", "--no-progress",
+        "--recording", str(path), "--layers", "layer1", "layer2",
+    ])
+    assert status == 0
+    report = json.loads((tmp_path / "run" / "eval" / "report.json").read_text())
+    brain = report["brain"]
+    assert brain["layers"] == ["layer1", "layer2"] and brain["n_images"] == 30
+    assert len(brain["pls"]["score"]) == 2 and all(-1 <= v <= 1 for v in brain["rsa"])
+    assert (tmp_path / "run" / "eval" / "brain.png").is_file()
+    assert main(["eval", "--ckpt", str(ckpt), "--recording", str(path)]) == 2  # --layers missing
