@@ -1,0 +1,298 @@
+"""Download and verify the files of a manifest (pooch, resumable, checksummed).
+
+Files land in ``<data_dir>/<data set name>/<file name>``. The data directory is the
+``data_dir`` argument, else ``$NEUROREG_DATA_DIR``, else ``data/``.
+
+Every file is hashed before anything reads it: against the manifest's sha256 when it
+is confirmed, else against a published md5/sha1, else (unconfirmed) the sha256 seen is
+recorded in ``<data_dir>/checksums.lock.json`` with a warning, and later verifications
+compare against that record. A file whose hash does not match is moved aside to
+``<name>.mismatch-<first 12 hex>`` (never read) and :class:`ChecksumError` names both
+hashes.
+
+Transfers are resumable: bytes arrive in ``<name>.part`` and an interrupted download
+continues from there with an HTTP ``Range`` request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from .manifests import Manifest, ManifestFile
+
+LOCK_NAME = "checksums.lock.json"
+_BLOCK = 1 << 20
+
+
+class FetchError(RuntimeError):
+    """A download failed (network, HTTP status, truncated transfer)."""
+
+
+class ChecksumError(ValueError):
+    """A file's hash differs from the expected one; the file was moved aside."""
+
+
+class UnconfirmedChecksumWarning(UserWarning):
+    """A file was accepted without a published checksum; the one seen was recorded."""
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """``data_dir``, else ``$NEUROREG_DATA_DIR``, else ``data/``."""
+    if data_dir is not None:
+        return Path(data_dir)
+    return Path(os.environ.get("NEUROREG_DATA_DIR") or "data")
+
+
+def file_hash(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB blocks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_BLOCK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def dataset_dir(manifest: Manifest, data_dir: str | os.PathLike | None = None) -> Path:
+    return resolve_data_dir(data_dir) / manifest.name
+
+
+def local_path(manifest: Manifest, file: ManifestFile, data_dir: str | os.PathLike | None = None) -> Path:
+    return dataset_dir(manifest, data_dir) / file.name
+
+
+# --------------------------------------------------------------------- lock file
+def _lock_path(data_dir: str | os.PathLike | None) -> Path:
+    return resolve_data_dir(data_dir) / LOCK_NAME
+
+
+def read_lock(data_dir: str | os.PathLike | None = None) -> dict:
+    """The recorded checksums ``{"<data set>/<file>": {"sha256", "size", "url", ...}}``."""
+    path = _lock_path(data_dir)
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ChecksumError(f"{path}: not valid JSON ({err}); fix or delete it") from err
+
+
+def _write_lock(data_dir, lock: dict) -> None:
+    path = _lock_path(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(lock, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------- download
+def _resumable_downloader(part: Path, progressbar: bool, timeout: float = 60.0):
+    """A pooch downloader ``(url, output_file, pooch) -> None`` that resumes ``part``."""
+
+    def download(url: str, output_file, _pooch) -> None:
+        offset = part.stat().st_size if part.exists() else 0
+        request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+        try:
+            response = urllib.request.urlopen(request, timeout=timeout)
+        except urllib.error.HTTPError as err:
+            if err.code == 416 and offset:  # already complete
+                response = None
+            else:
+                raise FetchError(f"{url}: HTTP {err.code} {err.reason}") from err
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+            raise FetchError(f"{url}: cannot connect ({err})") from err
+        if response is not None:
+            with response:
+                status = getattr(response, "status", 200)
+                if offset and status != 206:  # server ignored Range: start over
+                    offset = 0
+                length = response.headers.get("Content-Length")
+                expected = offset + int(length) if length is not None else None
+                bar = None
+                if progressbar:
+                    from tqdm.auto import tqdm
+
+                    bar = tqdm(total=expected, initial=offset, unit="B", unit_scale=True, desc=part.name[:-5], leave=True)
+                try:
+                    with open(part, "ab" if offset else "wb") as out:
+                        while True:
+                            try:
+                                block = response.read(_BLOCK)
+                            except (OSError, ValueError, http.client.HTTPException) as err:
+                                raise FetchError(
+                                    f"{url}: transfer interrupted after {out.tell()} bytes ({err}); run fetch again to resume"
+                                ) from err
+                            if not block:
+                                break
+                            out.write(block)
+                            if bar is not None:
+                                bar.update(len(block))
+                        got = out.tell()
+                finally:
+                    if bar is not None:
+                        bar.close()
+                if expected is not None and got != expected:
+                    raise FetchError(
+                        f"{url}: transfer interrupted: expected {expected} bytes, got {got}; run fetch again to resume"
+                    )
+        os.replace(part, output_file)
+
+    return download
+
+
+@dataclass
+class Verification:
+    """Outcome of checking one file: ``status`` in ok / recorded / missing."""
+
+    file: ManifestFile
+    path: Path
+    status: str
+    sha256: str | None = None
+    checked_against: str = ""
+
+
+def _move_aside(path: Path, seen: str) -> Path:
+    aside = path.with_name(f"{path.name}.mismatch-{seen[:12]}")
+    os.replace(path, aside)
+    return aside
+
+
+def verify_file(
+    manifest: Manifest, file: ManifestFile, data_dir: str | os.PathLike | None = None, *, record: bool = True
+) -> Verification:
+    """Hash a local file and compare it with what is known about it.
+
+    Order of authority: the manifest's confirmed sha256, then a published md5 / sha1,
+    then the sha256 recorded in the lock file. With nothing to compare against the
+    sha256 seen is recorded (``record=True``) and an
+    :class:`UnconfirmedChecksumWarning` is issued.
+
+    Raises:
+        ChecksumError: mismatch; the file has been moved aside and the message names
+            the file, the expected and the found hash.
+    """
+    path = local_path(manifest, file, data_dir)
+    if not path.is_file():
+        return Verification(file, path, "missing")
+    if file.size is not None:
+        size = path.stat().st_size
+        if size != file.size:
+            seen = file_hash(path)
+            aside = _move_aside(path, seen)
+            raise ChecksumError(
+                f"{manifest.path}: file '{file.name}': expected size {file.size} bytes, found {size} "
+                f"(sha256 {seen}); moved aside to {aside}"
+            )
+    seen = file_hash(path)
+    key = f"{manifest.name}/{file.name}"
+    candidates: list[tuple[str, str, str]] = []
+    if file.sha256 is not None:
+        candidates.append(("sha256", file.sha256, seen))
+    else:
+        if file.md5 is not None:
+            candidates.append(("md5", file.md5, file_hash(path, "md5")))
+        if file.sha1 is not None:
+            candidates.append(("sha1", file.sha1, file_hash(path, "sha1")))
+    lock = read_lock(data_dir)
+    if not candidates and key in lock:
+        candidates.append(("sha256 (recorded in checksums.lock.json)", lock[key]["sha256"], seen))
+    for algo, expected, found in candidates:
+        if expected != found:
+            aside = _move_aside(path, seen)
+            raise ChecksumError(
+                f"{manifest.path}: file '{file.name}': {algo} mismatch: expected {expected}, found {found}; "
+                f"the file was not read and has been moved aside to {aside}"
+            )
+    status = "ok"
+    against = ", ".join(a for a, _, _ in candidates)
+    if file.sha256 is None and (key not in lock or lock[key]["sha256"] != seen):
+        status = "recorded"
+        if record:
+            lock[key] = {
+                "sha256": seen,
+                "size": path.stat().st_size,
+                "url": file.url,
+                "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "checked_against": against or "nothing published",
+            }
+            _write_lock(data_dir, lock)
+        warnings.warn(
+            f"{manifest.path}: file '{file.name}': no confirmed sha256 in the manifest"
+            + (f" (verified against the published {against})" if against else " and no published checksum")
+            + f"; recorded sha256 {seen} in {_lock_path(data_dir)}",
+            UnconfirmedChecksumWarning,
+            stacklevel=2,
+        )
+    return Verification(file, path, status, seen, against)
+
+
+def license_notice(manifest: Manifest) -> str:
+    """Text printed before a download: license (non-commercial called out) and citation."""
+    lines = [f"{manifest.name}: license {manifest.license_id}" + (f" ({manifest.license_url})" if manifest.license_url else "")]
+    if manifest.non_commercial:
+        lines.append("NOTE: this license is NON-COMMERCIAL: the data may not be used for commercial purposes.")
+    elif manifest.non_commercial is None:
+        lines.append("NOTE: the license terms are UNCONFIRMED here: check them before any commercial use.")
+    lines.append(f"Please cite: {manifest.citation.strip()}")
+    return "\n".join(lines)
+
+
+def fetch_file(
+    manifest: Manifest,
+    file: ManifestFile,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    progressbar: bool = True,
+) -> Verification:
+    """Download ``file`` (resuming a partial transfer) unless present, then verify it.
+
+    Returns:
+        The :class:`Verification` of the file on disk.
+
+    Raises:
+        FetchError: the transfer failed (the partial bytes are kept for resuming).
+        ChecksumError: the downloaded bytes do not match (file moved aside).
+    """
+    import pooch
+
+    folder = dataset_dir(manifest, data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    part = folder / f"{file.name}.part"
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel("WARNING")  # pooch's "use this known_hash" hint does not apply: we verify below
+    try:
+        pooch.retrieve(
+            url=file.url,
+            known_hash=None,  # verified below, with the file moved aside on mismatch
+            fname=file.name,
+            path=folder,
+            downloader=_resumable_downloader(part, progressbar),
+            progressbar=False,
+        )
+    finally:
+        logger.setLevel(level)
+    return verify_file(manifest, file, data_dir)
+
+
+def fetch(
+    manifest: Manifest, data_dir: str | os.PathLike | None = None, *, progressbar: bool = True, echo=print
+) -> list[Verification]:
+    """Print the license notice, then fetch and verify every file of ``manifest``."""
+    echo(license_notice(manifest))
+    return [fetch_file(manifest, f, data_dir, progressbar=progressbar) for f in manifest.files]
+
+
+def verify(manifest: Manifest, data_dir: str | os.PathLike | None = None) -> list[Verification]:
+    """Verify every local file of ``manifest`` (missing files are reported, not fetched)."""
+    return [verify_file(manifest, f, data_dir) for f in manifest.files]
