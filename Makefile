@@ -11,7 +11,7 @@ demo: install
 	$(BIN)/neuroreg fit --config experiments/quickstart.yaml
 
 test: install
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,nwb,netcdf-tests]'
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q
 
 install: $(VENV)/.installed

@@ -45,7 +45,11 @@ def run_cli(argv: list[str]) -> NeuroregCLI:
 
 
 #: tool subcommand -> module with ``main(argv) -> int``
-TOOLS: dict[str, str] = {}
+TOOLS: dict[str, str] = {
+    "data": "neuroreg.data.commands",
+    "eval": "neuroreg.evaluation.commands",
+    "compare": "neuroreg.evaluation.compare",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
