@@ -194,23 +194,10 @@ def read_sensorium(
         neurons = _neurons(tree.load, path, responses.shape[1])
     finally:
         tree.close()
-    if withhold_zero_test:
-        withhold_zero_trials(path, responses, tiers)
-    images = _downsample(to_uint8_images(path, "data/images", trial_images), downsample)
-    images, image_ids, trial_image = _dedupe_images(path, images, frame_id)
-    return NeuralRecording(
-        images=images,
-        image_ids=image_ids,
-        responses=responses,
-        trial_image=trial_image,
-        trial_tier=tiers,
-        neurons=neurons,
-        species="mouse",
-        area=area,
-        response_unit=response_unit,
-        pixels_per_degree=pixels_per_degree / downsample,
-        source=f"sensorium:{path.name}",
-        name=str(path),
+    return _assemble(
+        path, 'data/images', trial_images, responses, tiers, frame_id, neurons,
+        withhold_zero_test=withhold_zero_test, downsample=downsample, area=area,
+        response_unit=response_unit, pixels_per_degree=pixels_per_degree, source=f"sensorium:{path.name}",
     )
 
 
@@ -262,9 +249,19 @@ def read_static_hdf5(
             return f[key][()] if key in f else None
 
         neurons = _neurons(load, path, responses.shape[1])
+    return _assemble(
+        path, 'images', trial_images, responses, tiers, frame_id, neurons,
+        withhold_zero_test=withhold_zero_test, downsample=downsample, area=area,
+        response_unit=response_unit, pixels_per_degree=pixels_per_degree, source=f"static-hdf5:{path.name}",
+    )
+
+
+def _assemble(path, images_field, trial_images, responses, tiers, frame_id, neurons, *, withhold_zero_test,
+              downsample, area, response_unit, pixels_per_degree, source) -> NeuralRecording:
+    """Per-trial images and responses of either Sensorium layout → a NeuralRecording."""
     if withhold_zero_test:
         withhold_zero_trials(path, responses, tiers)
-    images = _downsample(to_uint8_images(path, "images", trial_images), downsample)
+    images = _downsample(to_uint8_images(path, images_field, trial_images), downsample)
     images, image_ids, trial_image = _dedupe_images(path, images, frame_id)
     return NeuralRecording(
         images=images,
@@ -277,6 +274,6 @@ def read_static_hdf5(
         area=area,
         response_unit=response_unit,
         pixels_per_degree=pixels_per_degree / downsample,
-        source=f"static-hdf5:{path.name}",
+        source=source,
         name=str(path),
     )
