@@ -18,6 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .hdf5 import open_hdf5
 from .recording import SCHEMA_VERSION, TIERS, RecordingError, _string_array
 
 _REQUIRED = ("images", "image_ids", "responses", "trial_image", "trial_tier")
@@ -119,12 +120,7 @@ class LazyRecording:
 
     def __init__(self, path: str | os.PathLike, *, cache_bytes: int = 1 << 30, block_rows: int = 256):
         self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"NeuralRecording file not found: {self.path}")
-        try:
-            self._file = h5py.File(self.path, "r")
-        except OSError as err:
-            raise RecordingError(f"{self.path}: not a readable HDF5 file ({err})") from err
+        self._file = open_hdf5(self.path, "NeuralRecording file", RecordingError)
         f = self._file
         for key in _REQUIRED:
             if key not in f:

@@ -25,6 +25,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .hdf5 import open_hdf5
+
 SCHEMA_VERSION = 1
 TIERS = ("train", "validation", "test", "final_test")
 RESPONSE_UNITS = ("spikes", "dF/F", "deconvolved", "firing_rate", "a.u.")
@@ -257,13 +259,7 @@ class NeuralRecording:
             RecordingError: the file is not a valid NeuralRecording (names the field).
         """
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"NeuralRecording file not found: {path}")
-        try:
-            f = h5py.File(path, "r")
-        except OSError as err:
-            raise RecordingError(f"{path}: not a readable HDF5 file ({err})") from err
-        with f:
+        with open_hdf5(path, "NeuralRecording file", RecordingError) as f:
             for key in _REQUIRED_DATASETS:
                 if key not in f:
                     raise RecordingError(f"{path}: missing dataset '/{key}'; found {sorted(f.keys())}")

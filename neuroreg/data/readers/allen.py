@@ -22,6 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..hdf5 import open_hdf5
 from ..recording import NeuralRecording
 from ._common import ReaderError, fail, split_groups, to_uint8_images
 from .sensorium import _downsample
@@ -91,11 +92,7 @@ def read_allen_natural_scenes(
         raise FileNotFoundError(f"NWB file not found: {path}")
     if window < 1 or offset < 0:
         raise ReaderError(f"{path}: field 'window/offset': expected window >= 1 and offset >= 0, found {window}, {offset}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise ReaderError(f"{path}: not a readable HDF5/NWB file ({err})") from err
-    with f:
+    with open_hdf5(path, "NWB file", ReaderError, kind="HDF5/NWB") as f:
         pres = next((f[p] for p in PRESENTATIONS if p in f), None)
         session = _text(f, "/general/session_type")
         if area is None:

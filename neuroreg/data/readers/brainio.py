@@ -22,6 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..hdf5 import open_hdf5
 from ..recording import NeuralRecording
 from ._common import ReaderError, fail, split_groups, to_uint8_images
 
@@ -144,13 +145,7 @@ def read_brainio(
         NeuralRecording with one trial per presentation (``[T, K]`` firing rates).
     """
     assembly = Path(assembly)
-    if not assembly.exists():
-        raise FileNotFoundError(f"assembly not found: {assembly}")
-    try:
-        f = h5py.File(assembly, "r")
-    except OSError as err:
-        raise ReaderError(f"{assembly}: not a readable netCDF-4/HDF5 file ({err})") from err
-    with f:
+    with open_hdf5(assembly, "assembly", ReaderError, kind="netCDF-4/HDF5") as f:
         var, dims = _data_variable(f, assembly)
         data = np.asarray(var[()], dtype=np.float32)
         if "time_bin" in dims:

@@ -23,9 +23,9 @@ import re
 import zipfile
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from ..hdf5 import open_hdf5
 from ..recording import NeuralRecording
 from ._common import (
     ReaderError,
@@ -218,13 +218,7 @@ def read_static_hdf5(
     ``statistics``. Arguments as in :func:`read_sensorium`.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"static HDF5 not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise ReaderError(f"{path}: not a readable HDF5 file ({err})") from err
-    with f:
+    with open_hdf5(path, "static HDF5", ReaderError) as f:
         for key in ("images", "responses", "tiers"):
             if key not in f:
                 raise ReaderError(f"{path}: missing required array '/{key}'; found {sorted(f.keys())}")
