@@ -49,9 +49,10 @@ def test_eval_writes_complete_report_and_compare_overlays(tmp_path: Path, capsys
     report = json.loads(report_path.read_text())
     assert report["complete"] is True and report["suite"] == "quick" and report["n_images"] == 12
     for key in ("clean_accuracy", "gaussian_noise", "corruptions", "pgd_linf", "pgd_l2", "fgsm_linf",
-                "minimal_perturbation", "sanity", "square"):
+                "minimal_perturbation", "sanity", "square", "decision"):
         assert key in report, key
     assert (report_path.parent / "robustness.png").is_file() and (report_path.parent / "metrics.csv").is_file()
+    assert (report_path.parent / "decision.png").is_file() and "decision_vs_white_box" in report["sanity"]
 
     assert main(["compare", str(tmp_path / "run0"), str(tmp_path / "run1"), "--out", str(tmp_path / "cmp")]) == 0
     md = (tmp_path / "cmp" / "comparison.md").read_text()
@@ -97,3 +98,36 @@ def test_eval_brain_similarity_from_cli(tmp_path: Path) -> None:
     assert len(brain["pls"]["score"]) == 2 and all(-1 <= v <= 1 for v in brain["rsa"])
     assert (tmp_path / "run" / "eval" / "brain.png").is_file()
     assert main(["eval", "--ckpt", str(ckpt), "--recording", str(path)]) == 2  # --layers missing
+
+
+def test_evaluate_checkpoint_in_process_with_a_custom_budget(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from neuroreg.evaluation.commands import EvalError, evaluate_checkpoint
+    from neuroreg.evaluation.suite import Budget
+
+    ckpt = make_run(tmp_path / "run")
+    budget = Budget(max_images=6, noise_sigmas=(0.0, 0.2), linf_epsilons=(0.0, 2 / 255), fgsm=False, pgd_steps=2,
+                    decision_images=4, decision_queries=60, large_epsilon=None)
+    report, out = evaluate_checkpoint(ckpt, budget=budget, out=tmp_path / "elsewhere" / "ev", progress=False, seed=3)
+    assert out == tmp_path / "elsewhere" / "ev" and report == json.loads((out / "report.json").read_text())
+    assert report["complete"] and report["n_images"] == 6 and report["seed"] == 3
+    assert report["budget"]["decision_queries"] == 60 and report["decision"]["n_images"] == 4
+    assert "corruptions" not in report and "fgsm_linf" not in report and report["suite"] is None
+    assert report["global_step"] == 0 and report["checkpoint"] == str(ckpt)
+    # a run without loggers.json whose config names no logger: nothing logged, and the report says why
+    assert report["run_loggers"] == [] and "trainer.logger" in report["run_logger_notes"][0]
+    assert not (tmp_path / "run" / "eval").exists()
+
+    # a baseline given as a report dict: the run is its own baseline, CE = 1
+    with_corr = replace(budget, corruptions=("contrast",), severities=(5,), decision_images=0)
+    base, _ = evaluate_checkpoint(ckpt, budget=with_corr, out=tmp_path / "base", progress=False, log_to_run=False)
+    again, path = evaluate_checkpoint(ckpt, budget=with_corr, baseline=base, suite="custom", progress=False, log_to_run=False)
+    assert path == tmp_path / "run" / "eval" and again["suite"] == "custom" and "run_loggers" not in again
+    assert again["corruptions"]["ce"]["contrast"] == pytest.approx(1.0)
+
+    for kwargs, match in (({"budget": "quick"}, "budget: expected a neuroreg"), ({"budget": budget, "eot_samples": 0}, "eot"),
+                          ({"budget": budget, "recording": "x.h5"}, "go together"),
+                          ({"budget": budget, "baseline": {"clean_accuracy": 0.5}}, "complete")):
+        with pytest.raises(EvalError, match=match):
+            evaluate_checkpoint(ckpt, progress=False, **kwargs)

@@ -16,7 +16,7 @@ from neuroreg.evaluation import sanity
 from neuroreg.evaluation.attacks import autoattack, minimal_epsilon, pgd, square_attack
 from neuroreg.evaluation.perturbations import CORRUPTIONS, _gaussian_blur, corrupt
 from neuroreg.evaluation.report import write_eval_dir
-from neuroreg.evaluation.suite import Budget, budget_for, evaluate
+from neuroreg.evaluation.suite import Budget, budget_for, evaluate, metrics
 
 
 def accuracy(model, x, y) -> float:
@@ -356,3 +356,132 @@ def test_suite_detects_stochastic_model_and_flags_missing_eot() -> None:
     forced = evaluate(model, loader, budget, progress=False, eot_samples=1)
     assert not forced["sanity"]["eot"]["passed"] and not forced["sanity_passed"]
     assert forced["pgd_linf"]["accuracy"][1] > report["pgd_linf"]["accuracy"][1]
+
+
+# ---------------------------------------------------------------- decision-based attack
+
+
+def balanced_linear(d_side: int = 4, n: int = 64, seed: int = 0):
+    """A linear 2-class model and images on both sides of its boundary (the box never binds)."""
+    model, linear = linear_two_class(d_side * d_side, seed)
+    x = 0.4 + 0.2 * torch.rand(n, 1, d_side, d_side)
+    w = linear.weight.detach().flatten()
+    with torch.no_grad():
+        mid = (x.flatten(1) @ w + linear.bias).sort().values[n // 2 - 1 : n // 2 + 1].mean()
+        linear.bias -= mid  # the boundary between the two middle images
+    score = x.flatten(1) @ w + linear.bias.detach()
+    return model, x, (score > 0).long(), score.abs() / w.norm()
+
+
+@pytest.mark.parametrize("d_side", [4, 8])
+def test_decision_attack_approaches_analytic_boundary_distance(d_side: int) -> None:
+    from neuroreg.evaluation.attacks import hop_skip_jump
+
+    model, x, y, distance = balanced_linear(d_side)
+    assert 0 < int(y.sum()) < len(y)
+    g = lambda: torch.Generator().manual_seed(0)
+    few = hop_skip_jump(model, x, y, max_queries=100, generator=g())
+    many = hop_skip_jump(model, x, y, max_queries=3000, generator=g())
+    ratio_few, ratio = few.distance / distance, many.distance / distance
+    # an adversarial point lies beyond the hyperplane: never closer than the analytic distance
+    assert ratio.min() >= 1 - 1e-4 and ratio_few.min() >= 1 - 1e-4
+    assert ratio.median() < 1.05 and ratio.max() < 1.1, ratio
+    assert ratio.median() < ratio_few.median() - 0.02, (ratio.median(), ratio_few.median())
+    adv = many.adversarial
+    assert adv.min() >= 0 and adv.max() <= 1
+    assert accuracy(model, adv, y) == 0.0
+    assert torch.allclose((adv - x).flatten(1).norm(dim=1), many.distance, atol=1e-5)
+    assert many.queries.max() <= 3000 and few.queries.max() <= 100
+
+
+class LabelsOnlyNoGrad(nn.Module):
+    """Counts queried images; refuses to run with gradients enabled; its backward raises."""
+
+    class _NoBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, t):
+            return t.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise RuntimeError("backward called")
+
+    def __init__(self, model, one_hot: bool = False) -> None:
+        super().__init__()
+        self.model, self.one_hot, self.images = model, one_hot, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or x.requires_grad:
+            raise RuntimeError("gradients enabled in a decision-based attack")
+        self.images += len(x)
+        logits = self._NoBackward.apply(self.model(x))
+        return nn.functional.one_hot(logits.argmax(1), logits.shape[1]).float() if self.one_hot else logits
+
+
+def test_decision_attack_uses_labels_only_and_counts_queries() -> None:
+    from neuroreg.evaluation.attacks import hop_skip_jump
+
+    model, x, y, _ = balanced_linear(4, n=24)
+    scores, labels = LabelsOnlyNoGrad(model), LabelsOnlyNoGrad(model, one_hot=True)
+    with torch.enable_grad():
+        a = hop_skip_jump(scores, x.requires_grad_(True), y, 400, generator=torch.Generator().manual_seed(3))
+    b = hop_skip_jump(labels, x.detach(), y, 400, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a.distance, b.distance) and torch.equal(a.queries, b.queries)  # scores beyond the label are unused
+    assert scores.images == int(a.queries.sum()) and a.queries.max() <= 400
+
+
+def test_decision_attack_misclassified_unbreakable_and_validation() -> None:
+    from neuroreg.evaluation.attacks import hop_skip_jump
+
+    model, x, y, _ = balanced_linear(4, n=8)
+    flipped = hop_skip_jump(model, x, 1 - y, 50)
+    assert (flipped.distance == 0).all() and torch.equal(flipped.adversarial, x) and (flipped.queries == 1).all()
+    const = lambda z: torch.tensor([[1.0, 0.0]]).expand(z.shape[0], 2)
+    none = hop_skip_jump(const, x, torch.zeros(8, dtype=torch.long), 50, start_draws=7)
+    assert torch.isinf(none.distance).all() and (none.queries == 8).all()
+    with pytest.raises(ValueError, match="max_queries"):
+        hop_skip_jump(model, x, y, 0)
+    with pytest.raises(ValueError, match=r"hop_skip_jump: x must lie in \[0, 1\]"):
+        hop_skip_jump(model, x + 2, y, 10)
+
+
+def test_decision_vs_white_box_flags_masked_gradients() -> None:
+    # PGD never flips the thresholded model (zero gradients), the label-only attack does
+    masked = HardThreshold().eval()
+    x = torch.rand(32, 1, 4, 4)
+    with torch.no_grad():
+        y = masked(x).argmax(1)
+    budget = Budget(noise_sigmas=(), linf_epsilons=(), fgsm=False, minimal_images=32, minimal_search_steps=4,
+                    decision_images=32, decision_queries=300, large_epsilon=None)
+    loader = [{"image": x, "label": y}]
+    report = evaluate(masked, loader, budget, progress=False)
+    flag = report["sanity"]["decision_vs_white_box"]
+    assert report["minimal_perturbation"]["l2"]["not_flipped"] == 32
+    assert report["decision"]["median"] < budget.minimal_l2_max
+    assert not flag["passed"] and "masking" in flag["detail"]
+    assert sanity.decision_not_closer([0.5, 1.0, None], [0.6, 1.2, 3.0], 4.0, 0.01)["passed"]
+    assert not sanity.decision_not_closer([1.0, 1.0, 1.0], [0.5, 0.6, 2.0], 4.0, 0.01)["passed"]
+    assert sanity.decision_not_closer([0.0], [0.0], 4.0, 0.01)["n_images"] == 0
+
+
+def test_suite_decision_section_metric_and_plot(tmp_path: Path) -> None:
+    model = trained_blob_model()
+    _, _, loader = blob_loader()
+    budget = Budget(max_images=48, noise_sigmas=(0.0, 0.1), linf_epsilons=(0.0, 0.1), pgd_steps=10,
+                    minimal_images=24, minimal_search_steps=8, decision_images=24, decision_queries=1500,
+                    large_epsilon=0.5, check_images=24)
+    report = evaluate(model, loader, budget, progress=False)
+    dec, wb = report["decision"], report["minimal_perturbation"]["l2"]
+    assert dec["n_images"] == 24 and len(dec["values"]) == 24 and dec["queries"] == 1500
+    assert dec["not_found"] == 0 and dec["queries_used_median"] <= 1500
+    assert report["sanity"]["decision_vs_white_box"]["passed"], report["sanity"]["decision_vs_white_box"]
+    # a label-only attack lands near the white-box minimum on a smooth model, never far below it
+    pairs = [(w, d) for w, d in zip(wb["values"], dec["values"]) if w and d]
+    assert all(d >= 0.99 * w - budget.minimal_l2_max / 2**8 for w, d in pairs)
+    assert np.median([d / w for w, d in pairs]) < 1.5
+    assert metrics(report)["eval/decision_l2_median"] == dec["median"]
+    path = write_eval_dir(report, tmp_path)
+    assert (path.parent / "decision.png").stat().st_size > 1000
+    assert set(Budget().__dict__) >= {"decision_images", "decision_queries"} and Budget().decision_images == 0
+    assert budget_for("standard").decision_images > 0 and budget_for("full").decision_queries >= budget_for(
+        "standard").decision_queries

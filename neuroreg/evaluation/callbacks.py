@@ -53,8 +53,9 @@ class RobustnessEvaluation(pl.Callback):
     """At the end of ``fit``, run an evaluation suite on the test set and write the report.
 
     The suite (:mod:`neuroreg.evaluation.suite`) measures clean accuracy, Gaussian noise,
-    common corruptions, PGD / FGSM curves, AutoAttack, minimal perturbations, sanity flags
-    and brain similarity, as far as its :class:`~neuroreg.evaluation.suite.Budget` says.
+    common corruptions, PGD / FGSM curves, AutoAttack, minimal perturbations, a
+    decision-based attack, sanity flags and brain similarity, as far as its
+    :class:`~neuroreg.evaluation.suite.Budget` says.
     ``suite=None`` is the small default budget: Gaussian noise, PGD-L∞ and FGSM-L∞ plus
     the sanity checks that need no extra attack. Explicit arguments override the suite's
     budget.
@@ -257,4 +258,9 @@ def table(report: Mapping[str, Any]) -> str:
     for norm, part in report.get("minimal_perturbation", {}).items():
         med = part["median"]
         lines.append(f"  minimal {norm} perturbation: median {med if med is None else f'{med:.4g}'} (n={part['n_images']})")
+    if "decision" in report:
+        dec = report["decision"]
+        med = dec["median"]
+        lines.append(f"  decision-based l2 ({dec['queries']} queries): median {med if med is None else f'{med:.4g}'} "
+                     f"(n={dec['n_images']}, {dec['not_found']} not found)")
     return "\n".join(lines)

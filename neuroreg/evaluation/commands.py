@@ -13,17 +13,29 @@ checkpoint (strict). The data module is the run's unless ``--data`` names a YAML
 with a ``data:`` section (or a bare ``class_path`` / ``init_args``). Outputs go to
 ``RUN/eval/`` (``--out`` to change), written as a whole directory atomically, with
 ``"complete": true`` in ``report.json``; the ``eval/…`` scalars (the names the end-of-fit
-callback logs) go to ``RUN/eval/metrics.csv`` in Lightning's CSV layout.
+callback logs) go to ``RUN/eval/metrics.csv`` in Lightning's CSV layout and, unless
+``--no-log``, to the loggers the run was trained with, at the checkpoint's global step
+(the run's CSV version directory, its wandb run resumed by id; see
+:mod:`neuroreg.evaluation.runlog`).
+
+In Python, :func:`evaluate_checkpoint` does the same with any
+:class:`~neuroreg.evaluation.suite.Budget`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from neuroreg.evaluation.suite import Budget
 
 
 class EvalError(ValueError):
@@ -66,17 +78,13 @@ def _instantiate(section: dict[str, Any], base: type, key: str, source: Path) ->
         raise EvalError(f"{source}: field '{key}': cannot build {section.get('class_path')!r}: {err}") from err
 
 
-def load_model(ckpt: Path, config: Path) -> Any:
-    """Rebuild the run's RegularizedClassifier from ``config`` and load ``ckpt``'s weights.
+def read_checkpoint(ckpt: Path) -> dict[str, Any]:
+    """Load a Lightning checkpoint dict (on the CPU).
 
     Raises:
-        EvalError: the config's model is not a RegularizedClassifier, the checkpoint is not
-            a Lightning checkpoint, or its weights do not fit the model (another class or
-            architecture); the message names the file.
+        EvalError: the file is missing, unreadable, or not a dict with a ``state_dict``.
     """
     import torch
-
-    from neuroreg.models.classifier import RegularizedClassifier
 
     if not ckpt.is_file():
         raise EvalError(f"--ckpt: file {ckpt} does not exist")
@@ -86,6 +94,26 @@ def load_model(ckpt: Path, config: Path) -> Any:
         raise EvalError(f"{ckpt}: not a readable PyTorch checkpoint ({err})") from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise EvalError(f"{ckpt}: expected a Lightning checkpoint with a 'state_dict', found {type(checkpoint).__name__}")
+    return checkpoint
+
+
+def load_model(ckpt: Path, config: Path, checkpoint: Mapping[str, Any] | None = None) -> Any:
+    """Rebuild the run's RegularizedClassifier from ``config`` and load ``ckpt``'s weights.
+
+    Args:
+        ckpt: the checkpoint file (named in errors).
+        config: the run's ``config.yaml``.
+        checkpoint: ``ckpt`` already read by :func:`read_checkpoint` (read here if ``None``).
+
+    Raises:
+        EvalError: the config's model is not a RegularizedClassifier, the checkpoint is not
+            a Lightning checkpoint, or its weights do not fit the model (another class or
+            architecture); the message names the file.
+    """
+    from neuroreg.models.classifier import RegularizedClassifier
+
+    if checkpoint is None:
+        checkpoint = read_checkpoint(ckpt)
     section = _section(config, "model")
     hparams = checkpoint.get("hyper_parameters", {})
     init = dict(section.get("init_args") or {})
@@ -123,7 +151,139 @@ def load_data(config: Path, key: str = "data") -> Any:
     return _instantiate({**section, "init_args": init}, LightningDataModule, key, config)
 
 
+def _read_baseline(baseline: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(baseline, Mapping):
+        report, where = dict(baseline), "the baseline report"
+    else:
+        where = str(baseline)
+        try:
+            report = json.loads(Path(baseline).read_text())
+        except (OSError, ValueError) as err:
+            raise EvalError(f"--baseline: cannot read report {baseline} ({err})") from err
+    if not isinstance(report, dict) or not report.get("complete"):
+        raise EvalError(f"--baseline: {where} has no \"complete\": true — a partial or old report")
+    return report
+
+
+def _csv(scalars: Mapping[str, float], step: int) -> str:
+    return "step," + ",".join(scalars) + f"\n{step}," + ",".join(repr(v) for v in scalars.values()) + "\n"
+
+
+def evaluate_checkpoint(
+    ckpt: str | os.PathLike[str],
+    *,
+    budget: Budget,
+    config: str | os.PathLike[str] | None = None,
+    data: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    baseline: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    suite: str | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = True,
+    recording: str | os.PathLike[str] | None = None,
+    layers: Sequence[str] = (),
+    tier: str | None = "test",
+    eot_samples: int | None = None,
+    log_to_run: bool = True,
+) -> tuple[dict[str, Any], Path]:
+    """Evaluate a checkpoint with ``budget``, log the scalars to the run, write the eval directory.
+
+    The model is rebuilt from the run's config and the checkpoint's weights
+    (:func:`load_model`); the data module is the run's or ``data``'s; the suite runs
+    (:func:`neuroreg.evaluation.suite.evaluate`); the ``eval/…`` scalars are logged to
+    the run's loggers at the checkpoint's ``global_step`` (``log_to_run``; see
+    :func:`neuroreg.evaluation.runlog.resolve_targets`, outcomes in
+    ``report["run_loggers"]``, notes for loggers that cannot be reached in
+    ``report["run_logger_notes"]``); then ``out`` is written as a whole directory
+    atomically (:func:`~neuroreg.evaluation.report.write_eval_dir`): ``report.json``
+    (``"complete": true``), ``metrics.csv`` and the plots. Nothing is printed.
+
+    Args:
+        ckpt: Lightning checkpoint of a RegularizedClassifier.
+        budget: what to measure (:data:`~neuroreg.evaluation.suite.SUITES` or any
+            :class:`~neuroreg.evaluation.suite.Budget`).
+        config: the run's ``config.yaml`` (default: found above ``ckpt``).
+        data: YAML with a ``data:`` section to evaluate on (default: the run's data).
+        out: output directory (default: ``RUN/eval`` next to the config).
+        baseline: a baseline's ``report.json`` (path) or report dict, for CE / relative mCE.
+        suite: the suite's name, stored in the report.
+        seed: seeds noise, corruptions and attack starts.
+        device: ``"cpu"``, ``"cuda"``, … (default: cuda if available).
+        progress: show a progress bar (stderr).
+        recording, layers, tier: brain similarity on a held-out NeuralRecording (the
+            recording and the backbone layers go together).
+        eot_samples: force the EOT samples (default: the budget's, if the model is stochastic).
+        log_to_run: log the scalars to the run's loggers.
+
+    Returns:
+        ``(report, directory)``: the report as written to ``directory / "report.json"``.
+
+    Raises:
+        EvalError: bad arguments, checkpoint, config, data set, baseline or logger record
+            (the message names the argument or file and field).
+        FileNotFoundError: a missing recording.
+        ValueError: bad test data (e.g. images outside [0, 1]).
+    """
+    import torch
+
+    from neuroreg.evaluation.report import write_eval_dir
+    from neuroreg.evaluation.runlog import RunLogError, log_to_targets, resolve_targets
+    from neuroreg.evaluation.suite import Budget, evaluate, metrics
+
+    if not isinstance(budget, Budget):
+        raise EvalError(f"budget: expected a neuroreg.evaluation.suite.Budget, found {type(budget).__name__}")
+    if eot_samples is not None and (isinstance(eot_samples, bool) or not isinstance(eot_samples, int) or eot_samples < 1):
+        raise EvalError(f"--eot-samples: expected an integer >= 1, found {eot_samples!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise EvalError(f"--seed: expected an integer, found {seed!r}")
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    if bool(recording) != bool(layers):
+        raise EvalError("--recording and --layers go together (brain similarity needs both)")
+    ckpt = Path(ckpt)
+    config = Path(config) if config is not None else find_run_config(ckpt)
+    data = Path(data) if data is not None else None
+    checkpoint = read_checkpoint(ckpt)
+    model = load_model(ckpt, config, checkpoint)
+    step = int(checkpoint.get("global_step") or 0)
+    del checkpoint
+    datamodule = load_data(data) if data else load_data(config)
+    n_classes = int(getattr(datamodule, "num_classes", model.head.out_features))
+    if n_classes != model.head.out_features:
+        raise EvalError(
+            f"{data or config}: field 'data': expected a data set with {model.head.out_features} classes "
+            f"(the checkpoint's head), found {n_classes}"
+        )
+    channels = getattr(datamodule, "channels", None)
+    if channels is not None and channels != model.in_channels:
+        raise EvalError(f"{data or config}: field 'data': expected images with {model.in_channels} channels, found {channels}")
+    base_report = _read_baseline(baseline) if baseline is not None else None
+    targets, notes = [], []
+    if log_to_run:
+        try:
+            targets, notes = resolve_targets(config)
+        except RunLogError as err:
+            raise EvalError(f"{err} (pass --no-log to evaluate without logging to the run)") from err
+    datamodule.setup("test")
+    loader = datamodule.test_dataloader()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    report = evaluate(
+        model, loader, budget, seed=seed, device=device, progress=progress, baseline=base_report,
+        recording=recording, brain_layers=layers, brain_tier=tier, eot_samples=eot_samples,
+    )
+    report.update({"suite": suite, "checkpoint": str(ckpt), "config": str(config),
+                   "data": str(data) if data else None, "global_step": step})
+    scalars = metrics(report)
+    if log_to_run:
+        report["run_loggers"] = log_to_targets(targets, scalars, step)
+        report["run_logger_notes"] = notes
+    out = Path(out) if out is not None else config.parent / "eval"
+    path = write_eval_dir(report, out.parent, out.name, extra={"metrics.csv": _csv(scalars, step)})
+    return json.loads(path.read_text()), path.parent
+
+
 def parser() -> argparse.ArgumentParser:
+    """The ``neuroreg eval`` argument parser."""
     from neuroreg.evaluation.suite import SUITES
 
     p = argparse.ArgumentParser(prog="neuroreg eval", description="Evaluate a checkpoint's robustness and brain similarity.")
@@ -141,68 +301,36 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-log", action="store_true",
+                   help="do not log the scalars to the run's loggers (its CSV version directory, its wandb run)")
     return p
 
 
 def main(argv: list[str]) -> int:
     """Entry point of ``neuroreg eval``; returns the exit status (2 on bad input)."""
-    import json
-
-    import torch
-
     from neuroreg.evaluation import sanity
     from neuroreg.evaluation.callbacks import table
-    from neuroreg.evaluation.report import write_eval_dir
-    from neuroreg.evaluation.suite import budget_for, evaluate, metrics
+    from neuroreg.evaluation.suite import budget_for
 
     args = parser().parse_args(argv)
     try:
         if args.max_images is not None and args.max_images < 1:
             raise EvalError(f"--max-images: expected an integer >= 1, found {args.max_images}")
-        if args.eot_samples is not None and args.eot_samples < 1:
-            raise EvalError(f"--eot-samples: expected an integer >= 1, found {args.eot_samples}")
-        if bool(args.recording) != bool(args.layers):
-            raise EvalError("--recording and --layers go together (brain similarity needs both)")
-        config = args.config or find_run_config(args.ckpt)
-        model = load_model(args.ckpt, config)
-        data = load_data(args.data) if args.data else load_data(config)
-        n_classes = int(getattr(data, "num_classes", model.head.out_features))
-        if n_classes != model.head.out_features:
-            raise EvalError(
-                f"{args.data or config}: field 'data': expected a data set with {model.head.out_features} classes "
-                f"(the checkpoint's head), found {n_classes}"
-            )
-        channels = getattr(data, "channels", None)
-        if channels is not None and channels != model.in_channels:
-            raise EvalError(
-                f"{args.data or config}: field 'data': expected images with {model.in_channels} channels, found {channels}"
-            )
-        baseline = None
-        if args.baseline:
-            try:
-                baseline = json.loads(args.baseline.read_text())
-            except (OSError, ValueError) as err:
-                raise EvalError(f"--baseline: cannot read report {args.baseline} ({err})") from err
-            if not baseline.get("complete"):
-                raise EvalError(f"--baseline: {args.baseline} has no \"complete\": true — a partial or old report")
-        data.setup("test")
-        loader = data.test_dataloader()
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        report = evaluate(
-            model, loader, budget_for(args.suite, max_images=args.max_images), seed=args.seed, device=device,
-            progress=not args.no_progress, baseline=baseline, recording=args.recording, brain_layers=args.layers,
-            brain_tier=args.tier, eot_samples=args.eot_samples,
+        report, path = evaluate_checkpoint(
+            args.ckpt, config=args.config, data=args.data, budget=budget_for(args.suite, max_images=args.max_images),
+            out=args.out, baseline=args.baseline, suite=args.suite, seed=args.seed, device=args.device,
+            progress=not args.no_progress, recording=args.recording, layers=args.layers, tier=args.tier,
+            eot_samples=args.eot_samples, log_to_run=not args.no_log,
         )
     except (EvalError, ValueError, FileNotFoundError) as err:
         print(f"neuroreg eval: error: {err}", file=sys.stderr)
         return 2
-    report.update({"suite": args.suite, "checkpoint": str(args.ckpt), "config": str(config),
-                   "data": str(args.data) if args.data else None})
-    out = args.out or Path(config).parent / "eval"
-    scalars = metrics(report)
-    csv_text = "step," + ",".join(scalars) + "\n0," + ",".join(repr(v) for v in scalars.values()) + "\n"
-    path = write_eval_dir(report, out.parent, out.name, extra={"metrics.csv": csv_text})
-    print(f"neuroreg: evaluation report written to {path}")
+    print(f"neuroreg: evaluation report written to {path / 'report.json'}")
+    for outcome in report.get("run_loggers", []):
+        verb = "logged to" if outcome["logged"] else "NOT logged to"
+        print(f"neuroreg: eval scalars {verb} {outcome['target']}: {outcome['detail']}")
+    for note in report.get("run_logger_notes", []):
+        print(f"neuroreg: eval scalars not logged: {note}")
     print(table(report))
     banner = sanity.format_failures(report["sanity"])
     if banner:

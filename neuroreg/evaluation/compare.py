@@ -16,6 +16,7 @@ import json
 import math
 import sys
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -109,14 +110,30 @@ def _row(reports: list[dict]) -> dict[str, str]:
     }
 
 
-def compare(runs: list[str | Path], out: str | Path) -> dict[str, Path]:
-    """Write ``comparison.png``, ``comparison.md`` and ``comparison.html`` into ``out``."""
+def compare(
+    runs: list[str | Path], out: str | Path, groups: Mapping[str, list[str | Path]] | None = None
+) -> dict[str, Path]:
+    """Write ``comparison.png``, ``comparison.md`` and ``comparison.html`` into ``out``.
+
+    Args:
+        runs: run directories or report files, grouped by config up to seeds.
+        out: output directory.
+        groups: instead of grouping ``runs`` by config, explicit groups
+            ``{label: [run or report, ...]}`` (added after those of ``runs``).
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     from neuroreg.evaluation.report import _atomic_write
 
-    groups = group_runs([load_run(r) for r in runs])
+    groups_ = group_runs([load_run(r) for r in runs])
+    for label, members in (groups or {}).items():
+        if not members:
+            raise ValueError(f"compare: group {label!r}: expected at least one run, found none")
+        groups_[label] = [(name, report) for name, report, _ in (load_run(m) for m in members)]
+    if not groups_:
+        raise ValueError("compare: expected at least one run, found none")
+    groups = groups_
     out = Path(out)
     panels = [("gaussian_noise", "sigma", "Gaussian noise σ"), ("pgd_linf", "epsilon", "PGD L∞ ε"), ("pgd_l2", "epsilon", "PGD L2 ε")]
     fig = Figure(figsize=(13, 3.8), layout="constrained")

@@ -38,15 +38,24 @@ def _to_json(value: Any) -> Any:
     raise TypeError(f"write_report: cannot store a value of type {type(value).__name__} in JSON: {value!r}")
 
 
+def _umask_mode(mode: int) -> int:
+    """``mode`` under the process umask (``tempfile`` creates 0600 files and 0700 directories)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
 def _atomic_write(path: Path, write: Any, mode: str = "w") -> None:
     """Call ``write(file)`` on a temporary file next to ``path``, fsync, then ``os.replace``.
 
-    On any exception the temporary file is removed and the exception re-raised; ``path``
-    is left as it was.
+    The file gets the permissions of a plainly created one (0666 under the umask). On any
+    exception the temporary file is removed and the exception re-raised; ``path`` is left
+    as it was.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, _umask_mode(0o666))
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
@@ -232,6 +241,49 @@ def plot_minimal_perturbation(report: Mapping[str, Any], path: str | os.PathLike
     return _save(fig, Path(path))
 
 
+def plot_decision(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Decision-based L2 distances: histogram, and per image against the white-box minimal L2.
+
+    Left: histogram of ``report["decision"]["values"]`` (images misclassified without
+    perturbation and those without an adversarial found left out) with its median, and of
+    the white-box minimal L2 perturbation of the same images when the report has it.
+    Right (with a white-box section): decision-based distance against white-box minimal
+    L2 per image, with the diagonal — points far below it mean PGD misses close
+    adversarials that a label-only attack finds (gradient masking).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    dec = report["decision"]
+    white = report.get("minimal_perturbation", {}).get("l2")
+    fig = Figure(figsize=(9 if white else 4.5, 3.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2 if white else 1, squeeze=False)[0]
+    vals = [v for v in dec["values"] if v is not None and v > 0]
+    bins = 20
+    axes[0].hist(vals, bins=bins, color="tab:green", alpha=0.7, label="decision-based")
+    if white:
+        m = min(len(white["values"]), len(dec["values"]))
+        wb = [v for v in white["values"][:m] if v is not None and v > 0]
+        axes[0].hist(wb, bins=bins, histtype="step", color="tab:blue", label="white-box minimal")
+    if dec["median"] is not None:
+        axes[0].axvline(dec["median"], color="k", linestyle="--", label=f"median {dec['median']:.3g}")
+    axes[0].legend(fontsize=8)
+    axes[0].set(xlabel="L2 distance", ylabel="images",
+                title=f"HopSkipJump, {dec['queries']} queries: {dec['not_found']} of {dec['n_images']} not found")
+    if white:
+        pairs = [(w, d) for w, d in zip(white["values"], dec["values"]) if w and d]
+        ax = axes[1]
+        ax.scatter([w for w, _ in pairs], [d for _, d in pairs], s=10, color="tab:green")
+        top = max([1e-3] + [max(w, d) for w, d in pairs])
+        ax.plot([0, top], [0, top], color="gray", linestyle="--", label="equal")
+        ax.set(xlabel="white-box minimal L2 (PGD search)", ylabel="decision-based L2", title="per image")
+        ax.legend(fontsize=8)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    return _save(fig, Path(path))
+
+
 def plot_brain(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Brain-similarity profile across depth: predictivity (ridge, PLS), RSA and CKA per layer."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -270,7 +322,7 @@ def write_outputs(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) ->
     """Write every plot the report has data for, then ``report.json`` (last, atomically).
 
     ``robustness.png`` (needs ``gaussian_noise`` and ``pgd_linf``), ``corruptions.png``,
-    ``minimal_perturbation.png``, ``brain.png``. NaN values in the ``brain`` section
+    ``minimal_perturbation.png``, ``decision.png``, ``brain.png``. NaN values in the ``brain`` section
     (a neuron set without a usable ceiling) become ``null``. Returns the report path.
     """
     out = Path(out_dir)
@@ -283,6 +335,8 @@ def write_outputs(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) ->
         plot_corruptions(report, out / "corruptions.png")
     if "minimal_perturbation" in report:
         plot_minimal_perturbation(report, out / "minimal_perturbation.png")
+    if "decision" in report:
+        plot_decision(report, out / "decision.png")
     if "brain" in report:
         plot_brain(report, out / "brain.png")
     return write_report(report, out)
@@ -310,6 +364,7 @@ def write_eval_dir(
     final = run_dir / name
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{name}.", suffix=".tmp"))
     try:
+        os.chmod(tmp, _umask_mode(0o777))
         for fname, text in (extra or {}).items():
             (tmp / fname).write_text(text)
         write_outputs({**report, "complete": True}, tmp)

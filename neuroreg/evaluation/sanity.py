@@ -13,6 +13,7 @@ check means the robustness numbers should not be trusted as they stand.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -71,6 +72,53 @@ def black_box_not_stronger(
         f"at ε={epsilon:.4g}: gradients are uninformative (masking)"
     )
     return _flag(ok, detail, epsilon=epsilon, white_box=white_box_accuracy, black_box=black_box_accuracy)
+
+
+def decision_not_closer(
+    white_box: Sequence[float | None],
+    decision: Sequence[float | None],
+    eps_max: float,
+    resolution: float,
+    tolerance: float = 0.1,
+) -> dict[str, Any]:
+    """The decision-based L2 distance must not undercut the white-box minimal L2 perturbation.
+
+    On the images both measured (pairs ``(white_box[i], decision[i])``; images misclassified
+    without perturbation, value 0, are left out), the white-box search proves that PGD
+    failed below ``w_i = max(white_box[i] - resolution, 0)`` (``eps_max`` where it never
+    flipped the image, ``None``). A label-only attack should need at least that much. The
+    check fails when ``median(decision) < (1 - tolerance) · median(w)`` (``None`` decision
+    values, no adversarial found, count as ``inf``): gradients mislead PGD (masking).
+
+    Args:
+        white_box: per-image minimal L2 radius from the PGD binary search (``None``: not
+            flipped up to ``eps_max``).
+        decision: per-image L2 distance of the decision-based attack (``None``: not found).
+        eps_max: the largest radius of the white-box search.
+        resolution: its bisection resolution ``eps_max / 2^search_steps``.
+        tolerance: allowed relative shortfall of the decision-based median.
+
+    Returns:
+        A flag dict with ``white_box_median`` (of the lower bounds ``w``),
+        ``decision_median`` and ``n_images``.
+    """
+    pairs = [
+        (eps_max if w is None else max(float(w) - resolution, 0.0), math.inf if dec is None else float(dec))
+        for w, dec in zip(white_box, decision)
+        if not (w == 0 or dec == 0)
+    ]
+    if not pairs:
+        return _flag(True, "no image measured by both attacks", n_images=0, white_box_median=None, decision_median=None)
+    wb = statistics.median(p[0] for p in pairs)
+    dec = statistics.median(p[1] for p in pairs)
+    ok = dec >= (1 - tolerance) * wb
+    detail = (
+        f"decision-based median L2 {dec:.4g} >= white-box lower bound {wb:.4g} (n={len(pairs)}, tolerance {tolerance:.0%})"
+        if ok else
+        f"decision-based attack (labels only) finds a median L2 distance {dec:.4g} below the white-box minimal "
+        f"perturbation {wb:.4g} (n={len(pairs)}): gradients mislead PGD (masking)"
+    )
+    return _flag(ok, detail, n_images=len(pairs), white_box_median=finite_or_none(wb), decision_median=finite_or_none(dec))
 
 
 @torch.no_grad()

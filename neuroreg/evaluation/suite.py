@@ -16,6 +16,8 @@ model in eval mode:
 - AutoAttack (``standard``, or ``rand`` for stochastic models) at one ε on a subset;
 - the Square black-box attack at the same ε (sanity check);
 - per-image minimal L2 (and L∞) perturbation by binary search over PGD: median + histogram;
+- per-image L2 distance reached by a decision-based attack (HopSkipJump, labels only) within
+  a query budget: median + histogram;
 - sanity flags (:mod:`~neuroreg.evaluation.sanity`);
 - brain similarity per layer when a recording and layers are given.
 
@@ -39,6 +41,7 @@ from neuroreg.evaluation import sanity
 from neuroreg.evaluation.attacks import (
     autoattack,
     fgsm,
+    hop_skip_jump,
     minimal_epsilon,
     pgd,
     square_attack,
@@ -62,6 +65,9 @@ class Budget:
         square_images, square_queries: the black-box check.
         minimal_images, minimal_search_steps, minimal_l2_max, minimal_linf_max: the
             minimal perturbation search.
+        decision_images, decision_queries: the decision-based L2 attack
+            (:func:`~neuroreg.evaluation.attacks.hop_skip_jump`): images and label queries
+            per image.
         large_epsilon: the "near-zero accuracy" check (L∞), on ``check_images`` images.
     """
 
@@ -84,6 +90,8 @@ class Budget:
     minimal_search_steps: int = 8
     minimal_l2_max: float = 4.0
     minimal_linf_max: float = 0.25
+    decision_images: int = 0
+    decision_queries: int = 1000
     large_epsilon: float | None = None
     check_images: int = 100
 
@@ -97,19 +105,20 @@ SUITES: dict[str, Budget] = {
         max_images=128, noise_sigmas=(0.0, 0.1, 0.2, 0.3), corruptions=CORRUPTIONS, severities=(1, 3, 5),
         linf_epsilons=(0.0, 2 / 255, 4 / 255, 8 / 255, 16 / 255), l2_epsilons=(0.0, 0.5, 1.0, 2.0), pgd_steps=10,
         pgd_restarts=1, eot_samples=4, autoattack_images=0, square_images=32, square_queries=100, minimal_images=32,
-        minimal_search_steps=5, large_epsilon=0.5, check_images=64,
+        minimal_search_steps=5, decision_images=16, decision_queries=300, large_epsilon=0.5, check_images=64,
     ),
     "standard": Budget(
         max_images=1000, noise_sigmas=(0.0, 0.05, 0.1, 0.2, 0.3, 0.4), corruptions=CORRUPTIONS,
         linf_epsilons=_LINF, l2_epsilons=_L2, pgd_steps=20, pgd_restarts=2, eot_samples=10,
         autoattack_images=200, square_images=200, square_queries=1000, minimal_images=200, minimal_search_steps=8,
-        large_epsilon=0.5, check_images=200,
+        decision_images=100, decision_queries=1000, large_epsilon=0.5, check_images=200,
     ),
     "full": Budget(
         max_images=None, noise_sigmas=(0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5), corruptions=CORRUPTIONS,
         linf_epsilons=(0.0, 0.5 / 255, *_LINF[1:], 32 / 255), l2_epsilons=(*_L2, 4.0), pgd_steps=50,
         pgd_restarts=5, schedule="cosine", eot_samples=20, autoattack_images=1000, square_images=1000,
-        square_queries=5000, minimal_images=1000, minimal_search_steps=10, large_epsilon=0.5, check_images=500,
+        square_queries=5000, minimal_images=1000, minimal_search_steps=10, decision_images=500,
+        decision_queries=5000, large_epsilon=0.5, check_images=500,
     ),
 }
 
@@ -153,6 +162,8 @@ def metrics(report: Mapping[str, Any]) -> dict[str, float]:
         part = report.get("minimal_perturbation", {}).get(norm)
         if part and part.get("median") is not None:
             out[f"eval/minimal_{norm}_median"] = float(part["median"])
+    if report.get("decision", {}).get("median") is not None:
+        out["eval/decision_l2_median"] = float(report["decision"]["median"])
     if "sanity" in report:
         out["eval/sanity_passed"] = float(report["sanity_passed"])
     brain = report.get("brain")
@@ -274,7 +285,7 @@ def evaluate(
     gen = lambda k=0: torch.Generator().manual_seed(seed * 1_000_003 + k)
     corr_work = len(b.corruptions) * len(b.severities)
     attack_work = len(b.linf_epsilons) * (2 if b.fgsm else 1) + len(b.l2_epsilons)
-    total = len(chunks) * (1 + len(b.noise_sigmas) + corr_work + attack_work) + 5
+    total = len(chunks) * (1 + len(b.noise_sigmas) + corr_work + attack_work) + 6
     bar = tqdm(total=total, desc="neuroreg evaluation", disable=not progress, leave=False)
     report: dict[str, Any] = {"n_images": n, "seed": seed, "budget": json.loads(json.dumps(asdict(b)))}
 
@@ -389,6 +400,22 @@ def evaluate(
             lap("minimal_perturbation")
         bar.update(1)
 
+        # ---------------------------------------------------------------- decision-based attack
+        if b.decision_images > 0:
+            m = min(n, b.decision_images)
+            found = hop_skip_jump(model, x_all[:m], y_all[:m], b.decision_queries, generator=gen(5000),
+                                  eot_samples=eot, batch_size=batch_size)
+            vals = found.distance.cpu().numpy()
+            med = float(np.median(vals))
+            report["decision"] = {
+                "attack": "hopskipjump", "norm": "l2", "n_images": m, "queries": b.decision_queries,
+                "median": med if np.isfinite(med) else None, "not_found": int(np.isinf(vals).sum()),
+                "queries_used_median": float(found.queries.float().median()),
+                "values": [float(v) if np.isfinite(v) else None for v in vals],
+            }
+            lap("decision")
+        bar.update(1)
+
         # ---------------------------------------------------------------- sanity checks
         checks: dict[str, dict[str, Any]] = {}
         if "pgd_linf" in report:
@@ -415,6 +442,10 @@ def evaluate(
                                 "pgd_accuracy_same_images": wb}
             checks["black_box"] = sanity.black_box_not_stronger(eps, wb, bb)
         bar.update(1)
+        if "decision" in report and "l2" in report.get("minimal_perturbation", {}):
+            wb = report["minimal_perturbation"]["l2"]
+            checks["decision_vs_white_box"] = sanity.decision_not_closer(
+                wb["values"], report["decision"]["values"], wb["eps_max"], wb["eps_max"] / 2**b.minimal_search_steps)
         checks["eot"] = sanity.stochastic_attacked_with_eot(stochastic, eot)
         checks["gradients"] = sanity.input_gradients(model, x_all[:m], y_all[:m])
         report["sanity"] = checks
