@@ -128,8 +128,9 @@ def test_bad_images_raise(mouse):
 def test_chunking_and_batch_independence(mouse, images, monkeypatch):
     full = mouse.mean_response(images)
     monkeypatch.setattr(simulated, "_CHUNK", 7)
-    np.testing.assert_allclose(mouse.mean_response(images), full, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(mouse.mean_response(images[13:14])[0], full[13], rtol=1e-5, atol=1e-6)
+    # float32 sums over differently sized blocks differ in the last bits (here up to ~3e-6)
+    np.testing.assert_allclose(mouse.mean_response(images), full, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mouse.mean_response(images[13:14])[0], full[13], rtol=1e-5, atol=1e-5)
 
 
 def test_mean_rate_calibrated_on_unseen_natural_like_images():

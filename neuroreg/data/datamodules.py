@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from .images import SPLITS, ImageData, ImageSplit, ImageSplitDataset
 from .neural_batches import NeuralSource
+from .sampling import EpochSampler, ResumableBatchSampler, ResumableLoader, run_seed
 from .targets import TargetSet, TargetSetError, TargetSource
 
 #: name of the source when ``targets`` is a single TargetSource
@@ -82,6 +85,11 @@ class RegularizedDataModule(pl.LightningDataModule):
     channels (grey ↔ RGB) and size (bilinear). Validation and test batches carry no
     targets.
 
+    The training order (classification images and every neural source) depends only
+    on ``(seed, epoch)``, and the training loaders are
+    :class:`~neuroreg.data.sampling.ResumableLoader`: a fit resumed from a
+    checkpoint, even one written mid-epoch, sees the same batches as an uninterrupted one.
+
     Args:
         images: the classification image set (e.g. :class:`~neuroreg.data.images.Digits`).
         targets: aligned target source(s); ``None`` for none.
@@ -90,6 +98,8 @@ class RegularizedDataModule(pl.LightningDataModule):
         neural_batch_size: size of each neural batch (default: ``batch_size``).
         eval_batch_size: validation/test batch size (default: ``batch_size``).
         num_workers: DataLoader workers.
+        seed: seed of the training order; ``None``: the run's ``seed_everything``
+            value (``PL_GLOBAL_SEED``), 0 when the run is not seeded.
     """
 
     def __init__(
@@ -101,6 +111,7 @@ class RegularizedDataModule(pl.LightningDataModule):
         neural_batch_size: int | None = None,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
+        seed: int | None = None,
     ):
         super().__init__()
         if batch_size < 1:
@@ -122,6 +133,7 @@ class RegularizedDataModule(pl.LightningDataModule):
         self.neural_batch_size = neural_batch_size or batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
+        self.seed = run_seed() if seed is None else int(seed)
         self.target_sets: dict[str, TargetSet] = {}
         self._datasets: dict[str, Dataset] = {}
         self._neural_sets: dict[str, NeuralDataset] = {}
@@ -193,19 +205,15 @@ class RegularizedDataModule(pl.LightningDataModule):
             "test": ImageSplitDataset(self.images.split("test")),
         }
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader:
         self.setup()
-        return DataLoader(
-            self._datasets[split],
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(self._datasets[split]) > self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return DataLoader(self._datasets[split], batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
 
     def train_dataloader(self):
-        task = self._loader("train", shuffle=True)
+        self.setup()
+        ds = self._datasets["train"]
+        sampler = ResumableBatchSampler(EpochSampler(len(ds), seed=self.seed), self.batch_size, drop_last=len(ds) > self.batch_size)
+        task = ResumableLoader(ds, batch_sampler=sampler, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
         if not self.neural:
             return task
         from pytorch_lightning.utilities import CombinedLoader
@@ -214,15 +222,16 @@ class RegularizedDataModule(pl.LightningDataModule):
         neural = {}
         for name, ds in self._neural_sets.items():
             bs = min(self.neural_batch_size, len(ds))
-            sampler = RandomSampler(ds, num_samples=n_batches * bs)  # several reshuffled passes if needed
-            neural[name] = DataLoader(ds, batch_size=bs, sampler=sampler, drop_last=True, num_workers=self.num_workers)
+            # several reshuffled passes if needed; each source has its own random stream, keyed by its name
+            order = EpochSampler(len(ds), seed=self.seed, num_samples=n_batches * bs, stream=zlib.crc32(name.encode()))
+            neural[name] = ResumableLoader(ds, batch_sampler=ResumableBatchSampler(order, bs, drop_last=True), num_workers=self.num_workers)
         return CombinedLoader({"task": task, "neural": neural}, mode="min_size")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", shuffle=False)
+        return self._loader("validation")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")

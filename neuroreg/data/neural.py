@@ -8,6 +8,7 @@ or are simulated on the fly from a :class:`~neuroreg.data.simulated.V1Population
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import warnings
 from pathlib import Path
@@ -19,6 +20,13 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from .images import SPLITS, ImageData
 from .recording import NeuralRecording, RecordingError
+from .sampling import (
+    EpochSampler,
+    ResumableBatches,
+    ResumableLoader,
+    epoch_generator,
+    run_seed,
+)
 from .simulated import V1Population, pink_noise_images
 from .targets import target_key
 
@@ -200,37 +208,50 @@ class RepeatDataset(Dataset):
         return {"image": img, "repeats": self.repeats[i], "dataset": self.dataset}
 
 
-class GroupedBatchSampler(Sampler[list[int]]):
+class GroupedBatchSampler(ResumableBatches, Sampler[list[int]]):
     """Batches of indices into a ConcatDataset, each batch from a single part.
 
     With ``shuffle`` the items of each part and the order of all batches are
-    permuted every epoch (torch's global RNG, so ``seed_everything`` fixes it); a
-    last batch smaller than ``batch_size`` is dropped when ``drop_last`` and the part
-    is larger than one batch (batch norm needs more than one item).
+    permuted every epoch by a generator seeded with ``(seed, epoch)`` only (the
+    epoch is that of ``self.sampler``, which Lightning sets before each training
+    epoch), so a resumed fit sees the same batches; a last batch smaller than
+    ``batch_size`` is dropped when ``drop_last`` and the part is larger than one
+    batch (batch norm needs more than one item). An epoch can start at a given batch
+    (:meth:`~neuroreg.data.sampling.ResumableBatches.start_at`).
+
+    Args:
+        sizes: items per part.
+        batch_size: items per batch.
+        shuffle: permute items within parts and the order of batches.
+        drop_last: drop a part's last, smaller batch (see above).
+        seed: seed of the permutations.
     """
 
-    def __init__(self, sizes: list[int], batch_size: int, shuffle: bool, drop_last: bool):
+    def __init__(self, sizes: list[int], batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0):
         self.sizes = list(sizes)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.seed = int(seed)
+        self.sampler = EpochSampler(self.sizes, shuffle=shuffle, seed=self.seed)
 
     def _batches(self) -> list[list[int]]:
-        batches, offset = [], 0
+        indices = iter(self.sampler)
+        batches = []
         for n in self.sizes:
-            idx = torch.randperm(n) + offset if self.shuffle else torch.arange(n) + offset
+            idx = list(itertools.islice(indices, n))
             for start in range(0, n, self.batch_size):
-                chunk = idx[start : start + self.batch_size].tolist()
+                chunk = idx[start : start + self.batch_size]
                 if self.drop_last and len(chunk) < self.batch_size and n > self.batch_size:
                     continue
                 batches.append(chunk)
-            offset += n
         if self.shuffle:
-            batches = [batches[i] for i in torch.randperm(len(batches)).tolist()]
+            order = torch.randperm(len(batches), generator=epoch_generator(self.seed, self.sampler.epoch, stream=1))
+            batches = [batches[i] for i in order.tolist()]
         return batches
 
     def __iter__(self):
-        return iter(self._batches())
+        yield from self._from_start(iter(self._batches()))
 
     def __len__(self) -> int:
         total = 0
@@ -268,6 +289,10 @@ class NeuralDataModule(pl.LightningDataModule):
     For ``neuroreg predict``, ``predict_images`` is the image set whose ``predict_splits``
     are predicted (batches ``{"image", "index"}``, in split order).
 
+    The training order depends only on ``(seed, epoch)`` and the training loader is a
+    :class:`~neuroreg.data.sampling.ResumableLoader`, so a fit resumed from a
+    checkpoint, even one written mid-epoch, sees the same batches as an uninterrupted one.
+
     Args:
         recording: a ``.h5`` path, a :class:`RecordingSource`, or ``{name: either}``
             for a twin with one readout per recording (mouse and monkey together).
@@ -276,6 +301,8 @@ class NeuralDataModule(pl.LightningDataModule):
         num_workers: DataLoader workers.
         predict_images: image set to predict (``neuroreg predict``).
         predict_splits: its splits, in order.
+        seed: seed of the training order; ``None``: the run's ``seed_everything``
+            value (``PL_GLOBAL_SEED``), 0 when the run is not seeded.
 
     Raises:
         RecordingError: a recording without train or validation tier (names the file).
@@ -289,6 +316,7 @@ class NeuralDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         predict_images: ImageData | None = None,
         predict_splits: list[str] = ("train", "validation", "test"),
+        seed: int | None = None,
     ):
         super().__init__()
         if batch_size < 1:
@@ -307,6 +335,7 @@ class NeuralDataModule(pl.LightningDataModule):
         if unknown:
             raise ValueError(f"NeuralDataModule: 'predict_splits': expected splits in {list(SPLITS)}, found {unknown}")
         self.predict_splits = list(predict_splits)
+        self.seed = run_seed() if seed is None else int(seed)
         self._recordings: dict[str, NeuralRecording] | None = None
         self._images: dict[str, torch.Tensor] = {}
 
@@ -381,8 +410,8 @@ class NeuralDataModule(pl.LightningDataModule):
         for name, rec in self.recordings.items():
             trials = np.flatnonzero(rec.trial_tier == "train")
             parts.append(TrialDataset(self._tensor_images(name), rec.trial_image[trials], rec.responses[trials], name))
-        sampler = GroupedBatchSampler([len(p) for p in parts], self.batch_size, shuffle=True, drop_last=True)
-        return DataLoader(ConcatDataset(parts), batch_sampler=sampler, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        sampler = GroupedBatchSampler([len(p) for p in parts], self.batch_size, shuffle=True, drop_last=True, seed=self.seed)
+        return ResumableLoader(ConcatDataset(parts), batch_sampler=sampler, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def _repeat_loader(self, tier: str) -> DataLoader:
         parts = []
