@@ -4,17 +4,25 @@ Configs that run on the embedded data get a ``fast_dev_run`` fit (in a temporary
 working directory, so their relative output paths land there). Configs that need
 downloaded data or a GPU say so with a line ``# requires: download`` near the top;
 they are parsed and validated with ``--print_config`` (every class path resolves,
-every argument exists) but not run.
+every argument exists) but not run. Recipe files (``experiments/<recipe>/recipe.yaml``)
+are not LightningCLI configs: their arms must point at configs that exist.
+
+All fits share one ``data/`` folder for the session, so twins, simulated recordings and
+target sets (cached by content key) are built once, however many configs use them.
 """
 
 from pathlib import Path
 
 import pytest
+import yaml
 
 from neuroreg.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (ROOT / "experiments").rglob("*.yaml") if "sweeps" not in p.parts)
+RECIPES = sorted((ROOT / "experiments").glob("*/recipe.yaml"))
+CONFIGS = sorted(
+    p for p in (ROOT / "experiments").rglob("*.yaml") if "sweeps" not in p.parts and p.name != "recipe.yaml"
+)
 
 
 def needs_download(path: Path) -> bool:
@@ -22,12 +30,20 @@ def needs_download(path: Path) -> bool:
     return any(line.strip().startswith("# requires: download") for line in head)
 
 
+@pytest.fixture(scope="session")
+def shared_data(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
 def test_configs_exist():
     assert (ROOT / "experiments" / "quickstart.yaml") in CONFIGS
+    assert (ROOT / "experiments" / "quickstart" / "recipe.yaml") in RECIPES
+    assert not any(p.name == "recipe.yaml" for p in CONFIGS)
 
 
 @pytest.mark.parametrize("config", [c for c in CONFIGS if not needs_download(c)], ids=lambda p: str(p.relative_to(ROOT)))
-def test_config_fast_dev_run(config, tmp_path, monkeypatch):
+def test_config_fast_dev_run(config, tmp_path, monkeypatch, shared_data):
+    (tmp_path / "data").symlink_to(shared_data, target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     cli = run_cli(["fit", "--config", str(config), "--trainer.fast_dev_run=true"])
     assert cli.trainer.state.finished
@@ -41,3 +57,28 @@ def test_full_scale_config_parses(config, capsys):
         run_cli(["fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code in (0, None)
     assert "class_path" in capsys.readouterr().out
+
+
+def _arm_configs(recipe: Path, scale: str, arms: dict) -> list[Path]:
+    paths = []
+    for label, spec in arms.items():
+        config = spec if isinstance(spec, str) else spec.get("config")
+        assert isinstance(config, str), f"{recipe}: scales.{scale}.arms.{label}: expected a config path, found {spec!r}"
+        paths.append((recipe.parent / config).resolve())
+    return paths
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.parent.name)
+def test_recipe_arms_point_at_configs(recipe):
+    raw = yaml.safe_load(recipe.read_text())
+    assert set(raw) == {"title", "reference", "scales"}, f"{recipe}: top-level fields {sorted(raw)}"
+    assert set(raw["scales"]) <= {"mini", "full"} and "mini" in raw["scales"]
+    for scale, spec in raw["scales"].items():
+        paths = _arm_configs(recipe, scale, spec["arms"])
+        missing = [str(p) for p in paths if not p.is_file()]
+        assert not missing, f"{recipe}: scales.{scale}.arms: configs not found: {missing}"
+        assert spec["baseline"] in spec["arms"], f"{recipe}: scales.{scale}.baseline {spec['baseline']!r} is not an arm"
+        for p in paths:  # arms of a scale live in that scale's folder and run at that scale
+            assert p.parent == (recipe.parent / scale).resolve(), f"{recipe}: scales.{scale}: {p} is outside {scale}/"
+            assert needs_download(p) == (scale == "full"), f"{p}: '# requires: download' must mark exactly the full-scale arms"
+            assert "RobustnessEvaluation" not in p.read_text(), f"{p}: arms are evaluated by the recipe, not by a callback"
