@@ -1,0 +1,269 @@
+"""Recipes: ``experiments/<recipe>/recipe.yaml``, a paper's protocol as a set of arms.
+
+A recipe names, per scale (``mini``: embedded data on a CPU; ``full``: downloaded data
+for a GPU), the data manifests to fetch, the arms (label → an ordinary ``neuroreg fit``
+config, plus optional extra arguments), which arm is the baseline, and the evaluation
+budget::
+
+    title: "Li et al. 2019 — similarity loss toward mouse V1"
+    reference: "Li, Z. et al. (2019). Learning from brains how to regularize machines. NeurIPS."
+    scales:
+      mini:
+        description: "digits + simulated mouse V1"
+        fetch: []
+        arms:
+          baseline: mini/baseline.yaml
+          similarity: mini/similarity.yaml
+          weight_0.1: {config: mini/similarity.yaml, overrides: ["--model.init_args.regularizers.similarity.init_args.weight=0.1"]}
+        baseline: baseline
+        overrides: []
+        eval: {suite: quick, budget: {max_images: 256}, data: null, recording: null, layers: []}
+
+Paths are relative to the recipe's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: the two scales a recipe may define
+SCALES = ("mini", "full")
+
+_TOP = {"title", "reference", "scales"}
+_SCALE = {"description", "fetch", "arms", "baseline", "overrides", "eval"}
+_EVAL = {"suite", "budget", "data", "recording", "layers"}
+
+
+class RecipeError(ValueError):
+    """A recipe file that cannot be used; the message names the file and field."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of a comparison: a fit config plus extra ``--key=value`` arguments."""
+
+    label: str
+    config: Path
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """How every arm is evaluated: a suite, budget overrides, optional data and recording."""
+
+    suite: str = "quick"
+    budget: dict[str, Any] = field(default_factory=dict)
+    data: Path | None = None
+    recording: Path | None = None
+    layers: tuple[str, ...] = ()
+
+    def make_budget(self):
+        """The :class:`~neuroreg.evaluation.suite.Budget` of ``suite`` with ``budget`` applied."""
+        from neuroreg.evaluation.suite import budget_for
+
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.budget.items()}
+        return budget_for(self.suite, **values)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """One scale of a recipe."""
+
+    name: str
+    description: str
+    arms: tuple[Arm, ...]
+    baseline: str
+    fetch: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    eval: EvalSpec = EvalSpec()
+
+    def arm(self, label: str) -> Arm:
+        for a in self.arms:
+            if a.label == label:
+                return a
+        raise KeyError(label)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A parsed ``recipe.yaml``."""
+
+    name: str
+    path: Path
+    title: str
+    reference: str
+    scales: dict[str, Scale]
+
+    def scale(self, name: str) -> Scale:
+        """The scale ``name``.
+
+        Raises:
+            RecipeError: the recipe has no such scale (lists the ones it has).
+        """
+        if name not in self.scales:
+            raise RecipeError(f"{self.path}: field 'scales': expected a '{name}' scale, found {sorted(self.scales)}")
+        return self.scales[name]
+
+
+def _fail(path: Path, where: str, expected: str, found: Any) -> None:
+    raise RecipeError(f"{path}: field '{where}': expected {expected}, found {found!r}")
+
+
+def _strings(raw: Any, path: Path, where: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
+        _fail(path, where, "a list of strings", raw)
+    return tuple(raw)
+
+
+def _file(raw: Any, path: Path, where: str) -> Path:
+    if not isinstance(raw, str) or not raw:
+        _fail(path, where, "a file path relative to the recipe folder", raw)
+    p = (path.parent / raw).resolve()
+    if not p.is_file():
+        raise RecipeError(f"{path}: field '{where}': file not found: {p}")
+    return p
+
+
+def _unknown(raw: dict, allowed: set[str], path: Path, where: str) -> None:
+    extra = sorted(set(raw) - allowed)
+    if extra:
+        prefix = f"{where}." if where else ""
+        _fail(path, f"{prefix}{extra[0]}", f"one of {sorted(allowed)}", extra[0])
+
+
+def _parse_eval(raw: Any, path: Path, where: str) -> EvalSpec:
+    from neuroreg.evaluation.suite import SUITES, Budget
+
+    if raw is None:
+        return EvalSpec()
+    if not isinstance(raw, dict):
+        _fail(path, where, "a mapping", raw)
+    _unknown(raw, _EVAL, path, where)
+    suite = raw.get("suite", "quick")
+    if suite not in SUITES:
+        _fail(path, f"{where}.suite", f"one of {sorted(SUITES)}", suite)
+    budget = raw.get("budget") or {}
+    if not isinstance(budget, dict):
+        _fail(path, f"{where}.budget", "a mapping of Budget fields", budget)
+    fields = {f.name for f in dataclasses.fields(Budget)}
+    for key in budget:
+        if key not in fields:
+            _fail(path, f"{where}.budget.{key}", f"a Budget field ({', '.join(sorted(fields))})", key)
+    spec = EvalSpec(
+        suite=suite,
+        budget=dict(budget),
+        data=None if raw.get("data") is None else _file(raw["data"], path, f"{where}.data"),
+        recording=None if raw.get("recording") is None else (path.parent / str(raw["recording"])).resolve(),
+        layers=_strings(raw.get("layers"), path, f"{where}.layers"),
+    )
+    if bool(spec.recording) != bool(spec.layers):
+        _fail(path, f"{where}.layers", "recording and layers together (brain similarity needs both)", raw.get("layers"))
+    try:
+        spec.make_budget()
+    except (TypeError, ValueError) as err:
+        raise RecipeError(f"{path}: field '{where}.budget': {err}") from err
+    return spec
+
+
+def _parse_scale(name: str, raw: Any, path: Path) -> Scale:
+    where = f"scales.{name}"
+    if not isinstance(raw, dict):
+        _fail(path, where, "a mapping", raw)
+    _unknown(raw, _SCALE, path, where)
+    arms_raw = raw.get("arms")
+    if not isinstance(arms_raw, dict) or not arms_raw:
+        _fail(path, f"{where}.arms", "a non-empty mapping label -> config", arms_raw)
+    arms = []
+    for label, spec in arms_raw.items():
+        aw = f"{where}.arms.{label}"
+        if not isinstance(label, str) or not label.replace("_", "").replace("-", "").replace(".", "").isalnum():
+            _fail(path, aw, "a label of letters, digits, '_', '-' or '.'", label)
+        if isinstance(spec, str):
+            spec = {"config": spec}
+        if not isinstance(spec, dict):
+            _fail(path, aw, "a config path or {config, overrides}", spec)
+        _unknown(spec, {"config", "overrides"}, path, aw)
+        arms.append(Arm(label, _file(spec.get("config"), path, f"{aw}.config"), _strings(spec.get("overrides"), path, f"{aw}.overrides")))
+    baseline = raw.get("baseline")
+    if baseline not in arms_raw:
+        _fail(path, f"{where}.baseline", f"one of the arms {list(arms_raw)}", baseline)
+    fetch = _strings(raw.get("fetch"), path, f"{where}.fetch")
+    if fetch:
+        from neuroreg.data.manifests import ManifestError, find_manifest
+
+        for i, m in enumerate(fetch):
+            try:
+                find_manifest(m)
+            except (ManifestError, KeyError, FileNotFoundError) as err:
+                raise RecipeError(f"{path}: field '{where}.fetch[{i}]': {err}") from err
+    return Scale(
+        name=name,
+        description=str(raw.get("description", "")),
+        arms=tuple(arms),
+        baseline=baseline,
+        fetch=fetch,
+        overrides=_strings(raw.get("overrides"), path, f"{where}.overrides"),
+        eval=_parse_eval(raw.get("eval"), path, f"{where}.eval"),
+    )
+
+
+def experiments_dir() -> Path:
+    """The ``experiments/`` folder shipped with neuroreg (next to the package)."""
+    return Path(__file__).resolve().parents[2] / "experiments"
+
+
+def find_recipe(name_or_path: str | os.PathLike) -> Path:
+    """The ``recipe.yaml`` of a recipe name (``experiments/<name>/`` in the working
+    directory, then the shipped one), a recipe folder or a recipe file.
+
+    Raises:
+        RecipeError: nothing found (lists the shipped recipes).
+    """
+    p = Path(name_or_path)
+    for candidate in (p, p / "recipe.yaml", Path("experiments") / p / "recipe.yaml", experiments_dir() / p / "recipe.yaml"):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise RecipeError(f"recipe {str(name_or_path)!r}: expected a recipe name, folder or recipe.yaml, found none; known recipes: {list_recipes()}")
+
+
+def list_recipes() -> list[str]:
+    """Names of the shipped recipes."""
+    root = experiments_dir()
+    return sorted(p.parent.name for p in root.glob("*/recipe.yaml"))
+
+
+def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
+    """Parse and validate a recipe (see the module docstring).
+
+    Raises:
+        RecipeError: unreadable YAML, unknown or missing fields, missing config files,
+            an unknown suite / Budget field / data manifest; the message names the file
+            and field.
+    """
+    path = find_recipe(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise RecipeError(f"{path}: cannot read YAML ({err})") from err
+    if not isinstance(raw, dict):
+        _fail(path, "<top>", "a mapping with title, reference, scales", raw)
+    _unknown(raw, _TOP, path, "")
+    for key in ("title", "reference"):
+        if not isinstance(raw.get(key), str) or not raw[key].strip():
+            _fail(path, key, "a non-empty string", raw.get(key))
+    scales_raw = raw.get("scales")
+    if not isinstance(scales_raw, dict) or not scales_raw:
+        _fail(path, "scales", f"a mapping with some of {list(SCALES)}", scales_raw)
+    for name in scales_raw:
+        if name not in SCALES:
+            _fail(path, f"scales.{name}", f"one of {list(SCALES)}", name)
+    scales = {name: _parse_scale(name, spec, path) for name, spec in scales_raw.items()}
+    return Recipe(name=path.parent.name, path=path, title=raw["title"], reference=raw["reference"], scales=scales)

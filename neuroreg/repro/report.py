@@ -1,0 +1,233 @@
+"""The comparison report of a reproduction: every arm's metrics, mean ± 95 % CI over seeds.
+
+For each arm and each scalar of :func:`neuroreg.evaluation.suite.metrics` (clean
+accuracy, accuracy under each noise σ, mean and per-corruption accuracy, PGD / FGSM
+accuracy at each ε, AutoAttack, minimal perturbation medians, …) over the seeds
+``s = 1..n``: the mean and the half-width of the 95 % t-interval
+``t_{0.975, n-1} · sd / √n``. Against the baseline arm, the paired difference
+``d_s = arm_s − baseline_s`` (same seed: same data order at the start, same evaluation
+draws) with its own t-interval. Nothing is selected or tuned: every arm of the recipe
+and every metric the evaluation produced is reported.
+
+Files in ``OUT/report/``: ``summary.json`` (everything), ``summary.csv`` (one row per
+arm × metric), ``summary.md`` (tables), ``comparison.png`` (accuracy vs σ and ε,
+mean ± CI bands; :func:`neuroreg.evaluation.compare.compare`), ``corruptions.png``
+(per-corruption accuracy per arm), plus ``comparison.md`` / ``comparison.html``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import OrderedDict
+from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from neuroreg.evaluation.compare import t_interval
+
+#: the rows of the headline table, as (label, metric-name prefix); every match is shown
+_HEADLINE = (
+    ("clean", "eval/clean_accuracy"),
+    ("noise", "eval/noise_accuracy_sigma="),
+    ("corruptions (mean)", "eval/mean_corruption_accuracy"),
+    ("relative mCE", "eval/relative_mce"),
+    ("PGD L∞", "eval/pgd_linf_accuracy_eps="),
+    ("PGD L2", "eval/pgd_l2_accuracy_eps="),
+    ("AutoAttack", "eval/autoattack_accuracy"),
+    ("decision-based L2 (median)", "eval/decision_l2_median"),
+    ("minimal L2 (median)", "eval/minimal_l2_median"),
+)
+
+
+def metric_label(name: str) -> str:
+    short = name.removeprefix("eval/")
+    for old, new in (("noise_accuracy_sigma=", "noise σ="), ("pgd_linf_accuracy_eps=", "PGD L∞ ε="),
+                     ("pgd_l2_accuracy_eps=", "PGD L2 ε="), ("fgsm_linf_accuracy_eps=", "FGSM L∞ ε=")):
+        short = short.replace(old, new)
+    return short
+
+
+def is_headline(name: str) -> bool:
+    if name.endswith(("sigma=0", "eps=0")):
+        return False
+    return any(name == p or (p.endswith("=") and name.startswith(p)) for _, p in _HEADLINE)
+
+
+def failed_checks(report: Mapping[str, Any], seed: int) -> list[dict[str, Any]]:
+    """The sanity checks ``report`` failed, as ``[{"seed", "check", "detail"}]``."""
+    return [{"seed": seed, "check": check, "detail": flag.get("detail", "")}
+            for check, flag in (report.get("sanity") or {}).items() if not flag.get("passed", True)]
+
+
+def arm_statistics(
+    per_arm: Mapping[str, Mapping[int, Mapping[str, float]]], baseline: str
+) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Mean ± 95 % t-interval over seeds of every metric per arm, and the paired
+    (same-seed) difference to the ``baseline`` arm.
+
+    Args:
+        per_arm: ``{arm: {seed: {metric: value}}}``.
+        baseline: the arm the others are compared with.
+
+    Returns:
+        ``(metric names in first-seen order, {arm: {"seeds": [...], "metrics": {name:
+        {"mean", "ci95", "n", "values"[, "diff_vs_baseline": {"mean", "ci95", "n"}]}}}})``.
+    """
+    names = list(OrderedDict.fromkeys(n for runs in per_arm.values() for m in runs.values() for n in m))
+    base = per_arm.get(baseline, {})
+    arms: dict[str, dict[str, Any]] = {}
+    for arm, runs in per_arm.items():
+        stats = {}
+        for n in names:
+            vals = [runs[s][n] for s in sorted(runs) if n in runs[s]]
+            if not vals:
+                continue
+            mean, half = t_interval(vals)
+            entry: dict[str, Any] = {"mean": mean, "ci95": half, "n": len(vals), "values": vals}
+            paired = [runs[s][n] - base[s][n] for s in sorted(runs) if s in base and n in runs[s] and n in base[s]]
+            if arm != baseline and paired:
+                d, dh = t_interval(paired)
+                entry["diff_vs_baseline"] = {"mean": d, "ci95": dh, "n": len(paired)}
+            stats[n] = entry
+        arms[arm] = {"seeds": sorted(runs), "metrics": stats}
+    return names, arms
+
+
+def summarize(plan: dict[str, Any]) -> dict[str, Any]:
+    """Per-arm statistics of the finished evaluations listed in ``plan`` (``repro.json``).
+
+    Raises:
+        FileNotFoundError: an evaluation of the plan has no ``done.json`` (not finished).
+    """
+    from neuroreg.evaluation.suite import metrics
+
+    baseline = plan["baseline"]
+    per_arm: OrderedDict[str, dict[int, dict[str, float]]] = OrderedDict((a, {}) for a in plan["arms"])
+    reports: OrderedDict[str, list[str]] = OrderedDict((a, []) for a in plan["arms"])
+    failed: OrderedDict[str, list[dict[str, Any]]] = OrderedDict((a, []) for a in plan["arms"])
+    for st in plan["stages"]:
+        if st["kind"] != "eval":
+            continue
+        done = Path(st["folder"]) / "done.json"
+        if not done.is_file():
+            raise FileNotFoundError(f"{done}: the evaluation '{st['name']}' has not finished")
+        report_path = json.loads(done.read_text())["report"]
+        report = json.loads(Path(report_path).read_text())
+        per_arm[st["arm"]][st["seed"]] = metrics(report)
+        reports[st["arm"]].append(report_path)
+        failed[st["arm"]] += failed_checks(report, st["seed"])
+    names, arms = arm_statistics(per_arm, baseline)
+    for arm, entry in arms.items():
+        entry.update({"reports": reports[arm], "sanity_failed": failed[arm]})
+    return {"recipe": plan["recipe"], "title": plan["title"], "scale": plan["scale"], "baseline": baseline,
+            "seeds": plan["seeds"], "metrics": names, "arms": arms}
+
+
+def _cell(entry: dict[str, Any] | None, key: str | None = None) -> str:
+    if entry is None:
+        return "–"
+    e = entry if key is None else entry.get(key)
+    if e is None:
+        return "–"
+    if e["n"] < 2:
+        return f"{e['mean']:.3f}"
+    return f"{e['mean']:.3f} ± {e['ci95']:.3f}"
+
+
+def tables(summary: dict[str, Any]) -> str:
+    """Markdown: the headline metrics per arm (mean ± 95 % CI) and paired differences."""
+    arms = list(summary["arms"])
+    rows = [n for n in summary["metrics"] if is_headline(n)]
+    n_seeds = max(len(a["seeds"]) for a in summary["arms"].values())
+    head = f"| metric | " + " | ".join(arms) + " |\n|---|" + "---|" * len(arms) + "\n"
+    md = [f"# {summary['title']} — {summary['scale']}\n",
+          f"Mean ± 95 % CI over {n_seeds} seed(s) (t-interval). Accuracies in [0, 1]; "
+          "perturbation sizes (medians) in image units.\n", head]
+    for n in rows:
+        md.append(f"| {metric_label(n)} | " + " | ".join(_cell(summary["arms"][a]["metrics"].get(n)) for a in arms) + " |\n")
+    others = [a for a in arms if a != summary["baseline"]]
+    if others:
+        md.append(f"\nPaired difference to the baseline arm `{summary['baseline']}` (same seed), mean ± 95 % CI; "
+                  "an interval that contains 0 is no evidence of a difference.\n\n")
+        md.append("| metric | " + " | ".join(others) + " |\n|---|" + "---|" * len(others) + "\n")
+        for n in rows:
+            md.append(f"| {metric_label(n)} | " + " | ".join(_cell(summary["arms"][a]["metrics"].get(n), "diff_vs_baseline") for a in others) + " |\n")
+    md.append("\nSanity checks of the evaluations (`report.json` → `sanity`): ")
+    failures = [(a, f) for a in arms for f in summary["arms"][a].get("sanity_failed", [])]
+    if not failures:
+        md.append("all passed.\n")
+    else:
+        md.append(f"**{len(failures)} FAILED** — the robustness numbers of these runs may be overestimated.\n\n")
+        md.append("| arm | seed | check | detail |\n|---|---|---|---|\n")
+        for a, f in failures:
+            md.append(f"| {a} | {f['seed']} | {f['check']} | {f['detail']} |\n")
+    return "".join(md)
+
+
+def _csv(summary: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["arm", "metric", "mean", "ci95", "n", "diff_vs_baseline", "diff_ci95", "values"])
+    for arm, a in summary["arms"].items():
+        for n, e in a["metrics"].items():
+            d = e.get("diff_vs_baseline") or {}
+            w.writerow([arm, n, e["mean"], e["ci95"], e["n"], d.get("mean", ""), d.get("ci95", ""),
+                        " ".join(f"{v:.6g}" for v in e["values"])])
+    return buf.getvalue()
+
+
+def plot_corruptions(summary: dict[str, Any], path: Path) -> Path | None:
+    """Grouped bars: accuracy per corruption (mean over severities), per arm, ± 95 % CI."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from neuroreg.evaluation.report import _atomic_write
+
+    names = [n for n in summary["metrics"] if n.startswith("eval/corruption/")]
+    if not names:
+        return None
+    arms = list(summary["arms"])
+    fig = Figure(figsize=(max(6.0, 0.9 * len(names) * max(1, len(arms)) / 2), 3.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    width = 0.8 / len(arms)
+    x = np.arange(len(names))
+    for i, arm in enumerate(arms):
+        m = summary["arms"][arm]["metrics"]
+        means = [m[n]["mean"] if n in m else np.nan for n in names]
+        errs = [m[n]["ci95"] if n in m else 0.0 for n in names]
+        ax.bar(x + (i - (len(arms) - 1) / 2) * width, means, width, yerr=errs, capsize=2, label=arm)
+    ax.set_xticks(x, [n.rsplit("/", 1)[1].replace("_", " ") for n in names], rotation=30, ha="right")
+    ax.set(ylabel="accuracy (mean over severities)", ylim=(0, 1.02), title="Common corruptions (mean ± 95% CI over seeds)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
+    return path
+
+
+def write_report(plan: dict[str, Any], out: Path) -> dict[str, Path]:
+    """Write every file of the comparison report into ``out`` (see the module docstring)."""
+    from neuroreg.evaluation.compare import compare
+    from neuroreg.evaluation.report import _atomic_write
+
+    from .stages import write_json
+
+    summary = summarize(plan)
+    out.mkdir(parents=True, exist_ok=True)
+    groups = OrderedDict((arm, a["reports"]) for arm, a in summary["arms"].items())
+    paths = dict(compare([], out, groups=groups))
+    md = tables(summary)
+    paths["summary_md"] = out / "summary.md"
+    _atomic_write(paths["summary_md"], lambda f: f.write(md))
+    text = _csv(summary)
+    paths["summary_csv"] = out / "summary.csv"
+    _atomic_write(paths["summary_csv"], lambda f: f.write(text))
+    corr = plot_corruptions(summary, out / "corruptions.png")
+    if corr:
+        paths["corruptions_png"] = corr
+    paths["summary_json"] = write_json(out / "summary.json", summary)
+    return paths

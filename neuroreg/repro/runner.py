@@ -1,0 +1,424 @@
+"""Plan and run a recipe: fetch → twin fit → target prediction → fits → evaluation.
+
+:func:`plan` turns a recipe scale, seeds and an output folder into :class:`Stage`\\ s,
+each keyed by content; :func:`run_stages` runs them in dependency order, skipping done
+ones, claiming each before it starts so that several processes (``--jobs``, or
+``neuroreg repro`` on several machines pointed at one shared output folder) split the
+work. Output layout (``OUT`` = ``runs/repro/<recipe>-<scale>`` by default)::
+
+    OUT/repro.json                                the plan: recipe, seeds, arms, stages
+    OUT/stages/fetch-<manifest>-<key>/done.json   fetched + verified files
+    OUT/stages/twin-<key>/done.json               twin checkpoint (fitted, cached by content)
+    OUT/stages/targets-<key>/done.json            targets predicted / prepared for a data section
+    OUT/runs/<arm>/seed<s>-<key>/                 a fit: config.yaml, metrics.csv, checkpoints/,
+                                                  final.ckpt, done.json
+    OUT/runs/<arm>/seed<s>-<key>/evals/<key>/     evaluation: eval/report.json + plots, done.json
+    OUT/report/                                   comparison (see :mod:`neuroreg.repro.report`)
+
+A fit's key hashes its fully resolved config (every argument, defaults included, as
+the Lightning CLI dumps it, with the recipe's and the arm's overrides and the seed; the
+run folder and loggers excluded), the bytes of the YAML files it names (e.g. a twin
+config) and neuroreg's version. A changed config gets a new folder; an unchanged one is
+found done. Code changes inside neuroreg that keep its version do not change keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import socket
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .recipe import Arm, Recipe, Scale
+from .stages import FAILED, Heartbeat, Stage, config_digest, content_key, write_json
+
+_SKIP_KEYS = ("trainer.logger", "trainer.default_root_dir", "trainer.enable_progress_bar", "ckpt_path", "resume",
+              "save_last_every_n_steps")
+
+
+class ReproError(RuntimeError):
+    """A stage failed, or the plan cannot be built; the message names the stage or file."""
+
+
+# --------------------------------------------------------------------- parsing
+def _parse_only_cli():
+    from neuroreg.cli import NeuroregCLI
+
+    class _ParseOnly(NeuroregCLI):
+        """Parses a config like ``neuroreg fit`` would, instantiating nothing."""
+
+        def _set_seed(self) -> None:
+            pass
+
+        def instantiate_classes(self) -> None:
+            pass
+
+        def after_instantiate_classes(self) -> None:
+            pass
+
+    return _ParseOnly
+
+
+def resolved_config(config: Path, overrides: Sequence[str]) -> dict[str, Any]:
+    """The fully resolved config of ``neuroreg fit --config config *overrides`` as a dict.
+
+    Raises:
+        ReproError: the config does not parse (the Lightning CLI's message, with the file).
+    """
+    from pytorch_lightning import LightningDataModule, LightningModule
+
+    cls = _parse_only_cli()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
+            cli = cls(
+                LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                args=["--config", str(config), *overrides], run=False, auto_configure_optimizers=False,
+                save_config_callback=None, parser_kwargs={"exit_on_error": False},
+            )
+    except (SystemExit, Exception) as err:  # jsonargparse raises several types
+        raise ReproError(f"{config}: does not parse as a neuroreg fit config with {list(overrides)}: {err}") from err
+    return yaml.safe_load(cli.parser.dump(cli.config, skip_validation=True))
+
+
+def _drop(cfg: dict[str, Any], dotted: str) -> None:
+    node = cfg
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        node = node.get(p) if isinstance(node, dict) else None
+        if node is None:
+            return
+    if isinstance(node, dict):
+        node.pop(parts[-1], None)
+
+
+def _find_sections(value: Any, suffix: str) -> list[dict[str, Any]]:
+    """Every ``{class_path: ...<suffix>, init_args: {...}}`` inside ``value``."""
+    found = []
+    if isinstance(value, dict):
+        if str(value.get("class_path", "")).endswith(suffix):
+            found.append(value)
+        for v in value.values():
+            found.extend(_find_sections(v, suffix))
+    elif isinstance(value, list):
+        for v in value:
+            found.extend(_find_sections(v, suffix))
+    return found
+
+
+def _instantiate_data(section: dict[str, Any]) -> Any:
+    from jsonargparse import ArgumentParser
+    from pytorch_lightning import LightningDataModule
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(LightningDataModule, "data", required=True, fail_untyped=False)
+    return parser.instantiate_classes(parser.parse_object({"data": section}))["data"]
+
+
+class _KeepRandomState:
+    def __enter__(self):
+        import torch
+
+        self.state = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+
+    def __exit__(self, *exc):
+        import torch
+
+        random.setstate(self.state[0])
+        np.random.set_state(self.state[1])
+        torch.set_rng_state(self.state[2])
+
+
+# ------------------------------------------------------------------ stage work
+def _run_fetch(name: str, data_dir: str | None) -> Callable[[Stage], dict[str, Any]]:
+    def run(stage: Stage) -> dict[str, Any]:
+        from neuroreg.data.fetch import fetch
+        from neuroreg.data.manifests import find_manifest
+
+        results = fetch(find_manifest(name), data_dir)
+        return {"manifest": name, "files": [str(getattr(r, "path", r)) for r in results]}
+
+    return run
+
+
+def _run_twin(section: dict[str, Any]) -> Callable[[Stage], dict[str, Any]]:
+    def run(stage: Stage) -> dict[str, Any]:
+        from neuroreg.twin.targets import TwinTargets
+
+        with _KeepRandomState():
+            source = TwinTargets(**(section.get("init_args") or {}))
+            ckpt = source.twin_checkpoint()
+        return {"checkpoint": str(Path(ckpt).resolve()), "config": None if source.config is None else str(source.config), "overrides": source.overrides}
+
+    return run
+
+
+def _run_targets(section: dict[str, Any]) -> Callable[[Stage], dict[str, Any]]:
+    def run(stage: Stage) -> dict[str, Any]:
+        with _KeepRandomState():
+            data = _instantiate_data(section)
+            data.prepare_data()
+            data.setup("fit")
+        sizes = getattr(data, "num_neurons", {})
+        return {"data_class": section.get("class_path"), "num_neurons": sizes}
+
+    return run
+
+
+def _loggers(stage_dir: Path, run_name: str, wandb: dict[str, Any] | None) -> list[dict[str, Any]]:
+    loggers = [{"class_path": "pytorch_lightning.loggers.CSVLogger",
+                "init_args": {"save_dir": str(stage_dir.parent), "name": "", "version": run_name}}]
+    if wandb:
+        loggers.append({"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": wandb})
+    return loggers
+
+
+def _run_fit(argv: list[str], progress: bool) -> Callable[[Stage], dict[str, Any]]:
+    def run(stage: Stage) -> dict[str, Any]:
+        from neuroreg.cli import run_cli
+        from neuroreg.resume import LAST_CHECKPOINT, read_status, write_status
+
+        last = stage.folder / LAST_CHECKPOINT
+        status = read_status(stage.folder) or {}
+        if last.is_file() and status.get("state") != "complete":
+            # this worker holds the stage's claim, so no other process fits here: an earlier
+            # "running" status is a dead fit, which `neuroreg fit` then resumes from last.ckpt
+            # (keeping its metrics.csv rows)
+            if status.get("state") == "running":
+                write_status(stage.folder, {**status, "state": "interrupted"})
+            print(f"neuroreg repro: resuming {stage.name} from {last}", flush=True)
+        else:  # nothing to resume from (or a complete fit whose stage did not finish): start clean
+            for child in stage.folder.iterdir():
+                if child.name != ".claim":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        cli = run_cli([*argv, f"--trainer.enable_progress_bar={str(progress).lower()}"])
+        trainer = cli.trainer
+        if trainer.interrupted or not trainer.state.finished:
+            raise ReproError(f"{stage.name}: the fit did not finish (status {trainer.state.status})")
+        final = stage.folder / "final.ckpt"
+        trainer.save_checkpoint(final)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+        return {"checkpoint": str(final), "config": str(stage.folder / "config.yaml"), "metrics": metrics,
+                "epochs": int(trainer.current_epoch), "global_step": int(trainer.global_step)}
+
+    return run
+
+
+def _run_eval(fit: Stage, spec: Any, seed: int, baseline: Stage | None, progress: bool) -> Callable[[Stage], dict[str, Any]]:
+    def run(stage: Stage) -> dict[str, Any]:
+        from neuroreg.evaluation.commands import evaluate_checkpoint
+
+        done = fit.result()
+        base_report = None
+        if baseline is not None:
+            base_report = Path(baseline.result()["report"])
+        report, path = evaluate_checkpoint(
+            Path(done["checkpoint"]), config=Path(done["config"]), data=spec.data, budget=spec.make_budget(),
+            out=stage.folder / "eval", baseline=base_report, seed=seed, progress=progress,
+            recording=spec.recording, layers=list(spec.layers),
+        )
+        return {"report": str(Path(path) / "report.json"), "clean_accuracy": report.get("clean_accuracy"),
+                "sanity_passed": report.get("sanity_passed")}
+
+    return run
+
+
+# ------------------------------------------------------------------------ plan
+def plan(
+    recipe: Recipe,
+    scale: Scale,
+    seeds: Sequence[int],
+    out: Path,
+    *,
+    wandb_project: str | None = None,
+    data_dir: str | None = None,
+    progress: bool = True,
+) -> list[Stage]:
+    """The stages of ``recipe``'s ``scale`` for ``seeds``, in an order that respects
+    dependencies (fetch, twin, targets, fits with each seed's baseline first, evals).
+
+    Raises:
+        ReproError: an arm's config does not parse.
+    """
+    out = Path(out).resolve()
+    stages: list[Stage] = []
+    fetches = []
+    for name in scale.fetch:
+        from neuroreg.data.manifests import find_manifest
+
+        m = find_manifest(name)
+        key = content_key("fetch", name, config_digest(m.path) if getattr(m, "path", None) else name)
+        fetches.append(Stage(f"fetch {name}", "fetch", key, out / "stages" / f"fetch-{name}-{key}", _run_fetch(name, data_dir)))
+    stages += fetches
+
+    twins: dict[str, Stage] = {}
+    targets: dict[str, Stage] = {}
+    arm_targets: dict[str, Stage | None] = {}
+    resolved: dict[tuple[str, int], dict[str, Any]] = {}
+    arms = sorted(scale.arms, key=lambda a: a.label != scale.baseline)  # baseline first
+    for arm in arms:
+        base_overrides = [*scale.overrides, *arm.overrides]
+        cfg = resolved_config(arm.config, base_overrides)
+        data = cfg.get("data") or {}
+        twin_deps = []
+        for sec in _find_sections(data, "TwinTargets"):
+            init = sec.get("init_args") or {}
+            from neuroreg.twin.targets import _resolved
+
+            digest = config_digest(_resolved(init["config"])) if init.get("config") else init.get("checkpoint")
+            key = content_key("twin", sec, digest)
+            if key not in twins:
+                twins[key] = Stage(f"twin {key}", "twin", key, out / "stages" / f"twin-{key}", _run_twin(sec), deps=tuple(fetches))
+            twin_deps.append(twins[key])
+        init = data.get("init_args") or {}
+        if init.get("targets") or init.get("neural"):
+            key = content_key("targets", data, config_digest(arm.config))
+            if key not in targets:
+                targets[key] = Stage(f"targets {arm.label}", "targets", key, out / "stages" / f"targets-{key}",
+                                     _run_targets(data), deps=(*fetches, *twin_deps))
+            arm_targets[arm.label] = targets[key]
+        else:
+            arm_targets[arm.label] = None
+        for seed in seeds:
+            resolved[(arm.label, seed)] = cfg
+    stages += list(twins.values()) + list(targets.values())
+
+    fits: dict[tuple[str, int], Stage] = {}
+    for seed in seeds:
+        for arm in arms:
+            cfg = json.loads(json.dumps(resolved[(arm.label, seed)]))
+            cfg["seed_everything"] = seed
+            for k in _SKIP_KEYS:
+                _drop(cfg, k)
+            key = content_key("fit", cfg, config_digest(arm.config))
+            run_name = f"seed{seed}-{key}"
+            folder = out / "runs" / arm.label / run_name
+            wandb = None
+            if wandb_project:
+                wandb = {"project": wandb_project, "name": f"{recipe.name}-{scale.name}-{arm.label}-seed{seed}",
+                         "group": f"{recipe.name}-{scale.name}", "job_type": arm.label, "id": f"{recipe.name}-{scale.name}-{key}",
+                         "tags": [recipe.name, scale.name, arm.label], "save_dir": str(folder), "resume": "allow"}
+            argv = ["fit", "--config", str(arm.config), *scale.overrides, *arm.overrides, f"--seed_everything={seed}",
+                    f"--trainer.default_root_dir={folder}", f"--trainer.logger={json.dumps(_loggers(folder, run_name, wandb))}"]
+            deps = tuple(d for d in (*fetches, arm_targets[arm.label]) if d is not None)
+            fits[(arm.label, seed)] = Stage(f"fit {arm.label} seed {seed}", "fit", key, folder, _run_fit(argv, progress), deps=deps,
+                                            info={"arm": arm.label, "seed": seed, "argv": argv})
+    stages += list(fits.values())
+
+    spec = scale.eval
+    eval_digest = {
+        "suite": spec.suite, "budget": spec.budget, "layers": list(spec.layers),
+        "data": config_digest(spec.data) if spec.data else None,
+        "recording": str(spec.recording) if spec.recording else None,
+    }
+    evals: dict[tuple[str, int], Stage] = {}
+    for seed in seeds:
+        for arm in arms:
+            fit = fits[(arm.label, seed)]
+            baseline = evals.get((scale.baseline, seed)) if arm.label != scale.baseline else None
+            key = content_key("eval", fit.key, eval_digest, seed, baseline.key if baseline else None)
+            deps = (fit,) if baseline is None else (fit, baseline)
+            evals[(arm.label, seed)] = Stage(f"eval {arm.label} seed {seed}", "eval", key, fit.folder / "evals" / key,
+                                             _run_eval(fit, spec, seed, baseline, progress), deps=deps,
+                                             info={"arm": arm.label, "seed": seed})
+    stages += list(evals.values())
+    return stages
+
+
+def describe(recipe: Recipe, scale: Scale, seeds: Sequence[int], stages: Sequence[Stage]) -> dict[str, Any]:
+    """The JSON-able plan written to ``OUT/repro.json``."""
+    from neuroreg import __version__
+
+    return {
+        "recipe": recipe.name, "recipe_file": str(recipe.path), "title": recipe.title, "reference": recipe.reference,
+        "scale": scale.name, "description": scale.description, "seeds": list(seeds), "baseline": scale.baseline,
+        "arms": {a.label: {"config": str(a.config), "overrides": list(a.overrides)} for a in scale.arms},
+        "eval": {"suite": scale.eval.suite, "budget": scale.eval.budget},
+        "neuroreg_version": __version__,
+        "stages": [{"name": s.name, "kind": s.kind, "key": s.key, "folder": str(s.folder),
+                    "deps": [d.name for d in s.deps], **s.info} for s in stages],
+    }
+
+
+# ------------------------------------------------------------------------- run
+def run_stages(
+    stages: Sequence[Stage],
+    *,
+    stale_after: float = 300.0,
+    heartbeat: float = 20.0,
+    poll: float = 2.0,
+    echo: Callable[[str], None] = print,
+) -> list[Stage]:
+    """Run every stage that is not done, in order, when its dependencies are done.
+
+    Stages claimed by other processes are waited for. A stage that raises is marked
+    failed (``failed.json`` with the error) and the stages that depend on it are
+    skipped. Returns the failed stages (empty when everything is done).
+    """
+    total = len(stages)
+    while True:
+        pending = [s for s in stages if not s.done() and not s.failed() and not s.blocked()]
+        if not pending:
+            break
+        ran = False
+        for stage in pending:
+            if not stage.ready() or not stage.try_claim(stale_after):
+                continue
+            n_done = sum(s.done() for s in stages)
+            echo(f"neuroreg repro: [{n_done + 1}/{total}] {stage.name} → {stage.folder}")
+            t0 = time.time()
+            try:
+                with Heartbeat(stage.folder / ".claim", heartbeat):
+                    result = stage.run(stage)
+                write_json(stage.done_path, {**result, "stage": stage.name, "key": stage.key, "wall_s": round(time.time() - t0, 2),
+                                             "host": socket.gethostname()})
+                echo(f"neuroreg repro: done {stage.name} in {time.time() - t0:.1f} s")
+            except KeyboardInterrupt:
+                stage.release()
+                raise
+            except Exception as err:  # a failed stage must not stop the others
+                write_json(stage.folder / FAILED, {"stage": stage.name, "error": f"{type(err).__name__}: {err}",
+                                                    "traceback": traceback.format_exc()})
+                echo(f"neuroreg repro: FAILED {stage.name}: {type(err).__name__}: {err}")
+            finally:
+                stage.release()
+            ran = True
+            break
+        if not ran:
+            time.sleep(poll)
+    return [s for s in stages if not s.done()]
+
+
+def clear_failures(stages: Sequence[Stage]) -> None:
+    """Remove failure markers so a new invocation retries those stages."""
+    for s in stages:
+        try:
+            (s.folder / FAILED).unlink()
+        except FileNotFoundError:
+            pass
+
+
+def spawn_workers(argv: Sequence[str], n: int, out: Path, threads: int) -> list[Any]:
+    """Start ``n`` worker copies of ``neuroreg repro argv --worker`` (logs in OUT/logs/)."""
+    import subprocess
+
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    procs = []
+    for i in range(n):
+        log = open(logs / f"worker-{i + 1}.log", "w")
+        procs.append((subprocess.Popen([sys.executable, "-m", "neuroreg.cli", "repro", *argv, "--worker"],
+                                       stdout=log, stderr=subprocess.STDOUT, env=env), log))
+    return procs

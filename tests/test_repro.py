@@ -1,0 +1,321 @@
+"""``neuroreg repro``: recipes, content-keyed stages, claims, resumption and the report."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from neuroreg.cli import main
+from neuroreg.repro.recipe import RecipeError, list_recipes, load_recipe
+from neuroreg.repro.runner import plan, run_stages
+from neuroreg.repro.stages import Stage, config_digest, content_key
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE = """
+seed_everything: 0
+trainer:
+  accelerator: cpu
+  devices: 1
+  max_epochs: 2
+  limit_train_batches: 3
+  limit_val_batches: 1
+  deterministic: true
+  enable_model_summary: false
+model:
+  class_path: neuroreg.models.classifier.RegularizedClassifier
+  init_args:
+    backbone:
+      class_path: neuroreg.models.backbones.SmallResNet
+      init_args: {in_channels: 1, widths: [8, 16]}
+    regularizers: {REGS}
+    mean: [0.3]
+    std: [0.32]
+    optimizer:
+      class_path: torch.optim.AdamW
+      init_args: {lr: 0.003}
+data:
+  class_path: neuroreg.data.datamodules.RegularizedDataModule
+  init_args:
+    images:
+      class_path: neuroreg.data.images.Digits
+      init_args: {size: 16, split_seed: 0}
+    targets: TARGETS
+    batch_size: 64
+    eval_batch_size: 256
+"""
+
+GROUND_TRUTH = """
+      class_path: neuroreg.data.targets.GroundTruthTargets
+      init_args:
+        population:
+          class_path: neuroreg.data.simulated.V1Population
+          init_args: {n_neurons: 20, preset: mouse_v1, image_size: 16, seed: 0}
+        cache_dir: CACHE"""
+
+SIMILARITY = """
+      similarity:
+        class_path: neuroreg.regularizers.SimilarityRegularizer
+        init_args: {layers: [layer1], weight: 1.0}"""
+
+RECIPE = """
+title: "A tiny test recipe"
+reference: "none"
+scales:
+  mini:
+    description: "digits 16 px, 20 simulated neurons"
+    arms:
+      baseline: baseline.yaml
+      similarity: similarity.yaml
+      weak: {config: similarity.yaml, overrides: ["--model.init_args.regularizers.similarity.init_args.weight=0.1"]}
+    baseline: baseline
+    eval:
+      suite: quick
+      budget: {max_images: 32, corruptions: [gaussian_noise, contrast], severities: [1, 5], linf_epsilons: [0.0, 0.0156863],
+               l2_epsilons: [], minimal_images: 0, square_images: 0, check_images: 16, pgd_steps: 3, noise_sigmas: [0.0, 0.2]}
+"""
+
+
+@pytest.fixture
+def recipe_dir(tmp_path):
+    d = tmp_path / "tiny"
+    d.mkdir()
+    cache = tmp_path / "cache"
+    (d / "baseline.yaml").write_text(BASE.replace("REGS", "").replace("TARGETS", "null"))
+    (d / "similarity.yaml").write_text(
+        BASE.replace(" {REGS}", SIMILARITY).replace(" TARGETS", GROUND_TRUTH.replace("CACHE", str(cache)))
+    )
+    (d / "recipe.yaml").write_text(RECIPE)
+    return d
+
+
+def test_shipped_recipes_load():
+    names = list_recipes()
+    for name in names:
+        recipe = load_recipe(name)
+        assert "mini" in recipe.scales or "full" in recipe.scales
+        for scale in recipe.scales.values():
+            assert scale.baseline in [a.label for a in scale.arms]
+            for arm in scale.arms:
+                assert arm.config.is_file()
+
+
+def test_recipe_errors_name_file_and_field(recipe_dir):
+    recipe = recipe_dir / "recipe.yaml"
+    good = yaml.safe_load(recipe.read_text())
+
+    def broken(edit, match):
+        raw = json.loads(json.dumps(good))
+        edit(raw)
+        recipe.write_text(yaml.safe_dump(raw))
+        with pytest.raises(RecipeError, match=match) as info:
+            load_recipe(recipe)
+        assert str(recipe) in str(info.value)
+
+    broken(lambda r: r["scales"]["mini"].update(baseline="nope"), r"scales\.mini\.baseline")
+    broken(lambda r: r["scales"]["mini"]["arms"].update(extra="missing.yaml"), r"scales\.mini\.arms\.extra\.config.*not found")
+    broken(lambda r: r["scales"]["mini"]["eval"].update(suite="huge"), r"scales\.mini\.eval\.suite")
+    broken(lambda r: r["scales"]["mini"]["eval"]["budget"].update(max_imgs=3), r"eval\.budget\.max_imgs")
+    broken(lambda r: r["scales"].update(medium=r["scales"]["mini"]), r"scales\.medium")
+    broken(lambda r: r["scales"]["mini"].update(fetch=["no_such_data"]), r"scales\.mini\.fetch\[0\]")
+    broken(lambda r: r.update(titel="x"), r"'titel'")
+    with pytest.raises(RecipeError, match="known recipes"):
+        load_recipe("no_such_recipe")
+    recipe.write_text(yaml.safe_dump(good))
+    with pytest.raises(RecipeError, match="'full' scale"):
+        load_recipe(recipe).scale("full")
+
+
+def test_config_digest_follows_referenced_yaml(tmp_path):
+    inner = tmp_path / "inner.yaml"
+    inner.write_text("a: 1\n")
+    outer = tmp_path / "outer.yaml"
+    outer.write_text(f"data:\n  config: {inner}\n")
+    d1 = config_digest(outer)
+    inner.write_text("a: 2\n")
+    assert config_digest(outer) != d1
+    assert content_key("x", 1) != content_key("x", 2)
+    assert len(content_key("x")) == 12
+
+
+def test_plan_keys_depend_on_content(recipe_dir, tmp_path):
+    recipe = load_recipe(recipe_dir)
+    scale = recipe.scale("mini")
+    stages = plan(recipe, scale, [0, 1], tmp_path / "out", progress=False)
+    kinds = [s.kind for s in stages]
+    assert kinds.count("fit") == 6 and kinds.count("eval") == 6 and kinds.count("targets") == 1
+    fits = {(s.info["arm"], s.info["seed"]): s for s in stages if s.kind == "fit"}
+    assert len({s.key for s in fits.values()}) == 6  # seed and overrides change the key
+    assert fits[("baseline", 0)].folder.parent.name == "baseline"
+    again = {(s.info["arm"], s.info["seed"]): s.key for s in plan(recipe, scale, [0, 1], tmp_path / "out") if s.kind == "fit"}
+    assert again == {k: s.key for k, s in fits.items()}
+    # a changed config changes only its arms' keys
+    sim = recipe_dir / "similarity.yaml"
+    sim.write_text(sim.read_text().replace("lr: 0.003", "lr: 0.002"))
+    changed = {(s.info["arm"], s.info["seed"]): s.key for s in plan(load_recipe(recipe_dir), scale, [0, 1], tmp_path / "out") if s.kind == "fit"}
+    assert changed[("baseline", 0)] == fits[("baseline", 0)].key
+    assert changed[("similarity", 0)] != fits[("similarity", 0)].key
+    evals = [s for s in stages if s.kind == "eval"]
+    non_base = [s for s in evals if s.info["arm"] != "baseline"]
+    assert all(any(d.kind == "eval" and d.info["arm"] == "baseline" for d in s.deps) for s in non_base)
+
+
+def test_claims_split_work_and_stale_claims_are_taken_over(tmp_path):
+    calls = []
+
+    def work(stage):
+        calls.append(stage.name)
+        return {"ok": True}
+
+    a = Stage("a", "t", "k1", tmp_path / "a", work)
+    b = Stage("b", "t", "k2", tmp_path / "b", work, deps=(a,))
+    # another live process holds a's claim: this process must not run a (nor b)
+    a.folder.mkdir()
+    (a.folder / ".claim").write_text(json.dumps({"host": "elsewhere", "pid": 1}))
+    assert not a.try_claim(stale_after=60)
+    # the claim goes stale (no heartbeat for longer than stale_after): taken over
+    old = time.time() - 120
+    os.utime(a.folder / ".claim", (old, old))
+    assert run_stages([a, b], stale_after=60, poll=0.01, echo=lambda m: None) == []
+    assert calls == ["a", "b"] and a.result()["ok"] and not (a.folder / ".claim").exists()
+    # done stages are skipped
+    assert run_stages([a, b], echo=lambda m: None) == [] and calls == ["a", "b"]
+
+
+def test_failed_stage_is_reported_and_dependents_skipped(tmp_path):
+    def boom(stage):
+        raise RuntimeError("no luck")
+
+    a = Stage("a", "t", "k1", tmp_path / "a", boom)
+    b = Stage("b", "t", "k2", tmp_path / "b", lambda s: {}, deps=(a,))
+    c = Stage("c", "t", "k3", tmp_path / "c", lambda s: {})
+    left = run_stages([a, b, c], poll=0.01, echo=lambda m: None)
+    assert [s.name for s in left] == ["a", "b"]
+    assert "no luck" in json.loads((a.folder / "failed.json").read_text())["error"]
+    assert c.done() and not b.folder.exists()
+
+
+def _fit_rows(path: Path) -> list[dict[str, str]]:
+    """The rows a fit logged (not the evaluation's), without empty cells."""
+    with path.open() as f:
+        rows = [{k: v for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+    return [r for r in rows if not any(k.startswith("eval/") for k in r)]
+
+
+@pytest.mark.slow
+def test_repro_end_to_end_is_cached_and_resumable(recipe_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    argv = ["repro", str(recipe_dir), "--seeds", "2", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    report = out / "report"
+    for name in ("summary.json", "summary.csv", "summary.md", "comparison.png", "comparison.md", "corruptions.png"):
+        assert (report / name).is_file(), name
+    summary = json.loads((report / "summary.json").read_text())
+    assert list(summary["arms"]) == ["baseline", "similarity", "weak"]
+    clean = summary["arms"]["similarity"]["metrics"]["eval/clean_accuracy"]
+    assert clean["n"] == 2 and len(clean["values"]) == 2 and 0.0 <= clean["mean"] <= 1.0
+    # the CI is the t-interval of the two values
+    v = np.asarray(clean["values"])
+    assert clean["ci95"] == pytest.approx(12.7062047 * v.std(ddof=1) / np.sqrt(2), rel=1e-5)
+    diff = summary["arms"]["similarity"]["metrics"]["eval/clean_accuracy"]["diff_vs_baseline"]
+    base = summary["arms"]["baseline"]["metrics"]["eval/clean_accuracy"]["values"]
+    assert diff["mean"] == pytest.approx(float(np.mean(v - np.asarray(base))))
+    assert "baseline" not in summary["arms"]["baseline"]["metrics"]["eval/clean_accuracy"].get("diff_vs_baseline", {})
+    assert "clean" in printed and "± " in (report / "summary.md").read_text()
+    plan_json = json.loads((out / "repro.json").read_text())
+    assert plan_json["seeds"] == [0, 1] and {s["kind"] for s in plan_json["stages"]} == {"targets", "fit", "eval"}
+    # every eval used the recipe's budget and relative errors against the same seed's baseline
+    evals = [s for s in plan_json["stages"] if s["kind"] == "eval"]
+    rep = json.loads(Path(json.loads((Path(evals[-1]["folder"]) / "done.json").read_text())["report"]).read_text())
+    assert rep["n_images"] == 32 and rep["complete"]
+    assert rep["corruptions"].get("mce") is not None  # against the same seed's baseline
+
+    # second run: everything is done, nothing is refitted
+    fit_ckpts = sorted(out.glob("runs/*/*/final.ckpt"))
+    mtimes = [p.stat().st_mtime_ns for p in fit_ckpts]
+    assert main(argv) == 0
+    assert [p.stat().st_mtime_ns for p in fit_ckpts] == mtimes
+    assert "13 stages, 13 already done" in capsys.readouterr().out
+
+    # an interrupted evaluation (done marker gone) is redone alone; a fit killed after its
+    # last epoch's checkpoint (status still "running", process gone) resumes from last.ckpt
+    # instead of starting over, and keeps its metrics.csv rows
+    victim = Path(evals[0]["folder"])
+    (victim / "done.json").unlink()
+    fit_folder = victim.parents[1]
+    (fit_folder / "done.json").unlink()
+    status = json.loads((fit_folder / "fit_status.json").read_text())
+    assert status["state"] == "complete"
+    (fit_folder / "fit_status.json").write_text(json.dumps({"state": "running", "pid": os.getpid(), "host": status["host"]}))
+    rows_before = _fit_rows(fit_folder / "metrics.csv")
+    assert rows_before
+    weights_before = torch.load(fit_folder / "final.ckpt", weights_only=False)["state_dict"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert f"resuming fit {evals[0]['arm']} seed {evals[0]['seed']}" in capsys.readouterr().out
+    assert (victim / "done.json").is_file() and (fit_folder / "done.json").is_file()
+    assert json.loads((fit_folder / "fit_status.json").read_text())["state"] == "complete"
+    weights_after = torch.load(fit_folder / "final.ckpt", weights_only=False)["state_dict"]
+    assert all(torch.equal(weights_before[k], weights_after[k]) for k in weights_before)
+    assert _fit_rows(fit_folder / "metrics.csv") == rows_before  # the fit's rows are kept
+    assert [p.stat().st_mtime_ns for p in fit_ckpts if p.parent != fit_folder] == [
+        m for p, m in zip(fit_ckpts, mtimes) if p.parent != fit_folder
+    ]
+
+
+def test_repro_bad_input_exits_2(tmp_path, capsys):
+    assert main(["repro", "no_such_recipe"]) == 2
+    assert "known recipes" in capsys.readouterr().err
+    assert main(["repro", "quickstart", "--scale", "medium"]) == 2
+    assert "'medium' scale" in capsys.readouterr().err
+    assert main(["repro", "quickstart", "--jobs", "0"]) == 2
+
+
+def test_summary_statistics_and_failed_sanity_checks_are_reported(tmp_path):
+    from neuroreg.repro.report import summarize, tables
+
+    accuracy = {("baseline", 0): 0.90, ("baseline", 1): 0.80, ("reg", 0): 0.95, ("reg", 1): 0.87}
+    stages = []
+    for (arm, seed), acc in accuracy.items():
+        folder = tmp_path / f"{arm}{seed}"
+        folder.mkdir()
+        sanity = {"pgd_vs_fgsm": {"passed": True, "detail": "ok"},
+                  "gradients": {"passed": (arm, seed) != ("reg", 1), "detail": "zero input gradients on 40 % of images"}}
+        report = {"clean_accuracy": acc, "pgd_linf": {"epsilon": [0.0, 0.01], "accuracy": [acc, acc / 2]},
+                  "sanity": sanity, "sanity_passed": all(c["passed"] for c in sanity.values()), "complete": True}
+        (folder / "report.json").write_text(json.dumps(report))
+        (folder / "done.json").write_text(json.dumps({"report": str(folder / "report.json")}))
+        stages.append({"kind": "eval", "name": f"eval {arm} seed {seed}", "folder": str(folder), "arm": arm, "seed": seed})
+    plan_json = {"recipe": "t", "title": "T", "scale": "mini", "baseline": "baseline", "arms": ["baseline", "reg"],
+                 "seeds": [0, 1], "stages": stages}
+    summary = summarize(plan_json)
+    clean = summary["arms"]["reg"]["metrics"]["eval/clean_accuracy"]
+    assert clean["mean"] == pytest.approx(0.91)
+    assert clean["ci95"] == pytest.approx(12.7062047 * np.std([0.95, 0.87], ddof=1) / np.sqrt(2), rel=1e-6)
+    assert clean["diff_vs_baseline"]["mean"] == pytest.approx(0.06)  # paired: (0.05 + 0.07) / 2
+    assert clean["diff_vs_baseline"]["ci95"] == pytest.approx(12.7062047 * np.std([0.05, 0.07], ddof=1) / np.sqrt(2), rel=1e-6)
+    assert summary["arms"]["reg"]["sanity_failed"] == [
+        {"seed": 1, "check": "gradients", "detail": "zero input gradients on 40 % of images"}]
+    assert summary["arms"]["baseline"]["sanity_failed"] == []
+    md = tables(summary)
+    assert "**1 FAILED**" in md and "| reg | 1 | gradients |" in md
+    assert "| PGD L∞ ε=0.01 | 0.425 ± " in md
+    # the same runs without the failure: the table says so
+    (tmp_path / "reg1" / "report.json").write_text(
+        (tmp_path / "reg1" / "report.json").read_text().replace('"passed": false', '"passed": true'))
+    assert "all passed." in tables(summarize(plan_json))
+    # an unfinished evaluation is an error, not a silently smaller n
+    (tmp_path / "reg1" / "done.json").unlink()
+    with pytest.raises(FileNotFoundError, match="has not finished"):
+        summarize(plan_json)
