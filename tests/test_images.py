@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neuroreg.data.images import CIFAR10, MNIST, Digits, ImageSplitDataset
+from neuroreg.data.images import CIFAR10, MNIST, ClutteredDigits, Digits, ImageSplitDataset
 
 
 def test_digits_splits_are_disjoint_complete_and_seeded():
@@ -33,6 +33,89 @@ def test_bad_split_and_fractions():
         Digits(val_fraction=1.5)
     with pytest.raises(ValueError, match="split: expected one of"):
         Digits().split("holdout")
+
+
+# ------------------------------------------------------------------ cluttered digits
+@pytest.fixture(scope="module")
+def cluttered():
+    return ClutteredDigits(size=32, split_seed=0, seed=0)
+
+
+def test_cluttered_digits_shapes_splits_and_labels(cluttered):
+    assert (cluttered.channels, cluttered.num_classes, cluttered.image_size) == (3, 10, (32, 32))
+    digits = Digits(size=32, split_seed=0)
+    for name in ("train", "validation", "test"):
+        split, plain = cluttered.split(name), digits.split(name)
+        assert split.images.shape == (len(plain), 3, 32, 32) and split.images.dtype == np.uint8
+        assert split.labels.dtype == np.int64
+        # the same digits in the same split as Digits, so the classes are as balanced
+        np.testing.assert_array_equal(split.labels, plain.labels)
+        assert [k.split("/")[1] for k in split.keys] == [k.split("/")[1] for k in plain.keys]
+        assert split.keys[0].startswith("cluttered_digits/")
+    counts = np.bincount(cluttered.split("train").labels, minlength=10)
+    assert counts.min() >= 0.8 * counts.mean()
+    item = ImageSplitDataset(cluttered.split("test"))[0]
+    assert item["image"].shape == (3, 32, 32) and 0.0 <= item["image"].min() and item["image"].max() <= 1.0
+    x = cluttered.split("train").images_float()
+    assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() > 0.9 and x.min() < 0.1
+    with pytest.raises(ValueError, match="size"):
+        ClutteredDigits(size=4)
+    with pytest.raises(ValueError, match="min_opacity"):
+        ClutteredDigits(min_opacity=0.0)
+    with pytest.raises(ValueError, match="val_fraction"):
+        ClutteredDigits(val_fraction=1.5)
+
+
+def test_cluttered_digits_are_deterministic_per_seed(cluttered):
+    import subprocess
+    import sys
+
+    again = ClutteredDigits(size=32, split_seed=0, seed=0)
+    assert again.fingerprint() == cluttered.fingerprint()
+    # and in a fresh interpreter (no state shared with this one)
+    code = "from neuroreg.data.images import ClutteredDigits; print(ClutteredDigits(seed=0).fingerprint())"
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert fresh == cluttered.fingerprint()
+    other = ClutteredDigits(size=32, split_seed=0, seed=1)
+    assert other.fingerprint() != cluttered.fingerprint()
+    np.testing.assert_array_equal(other.split("train").labels, cluttered.split("train").labels)  # same split
+    assert np.abs(other.split("train").images.astype(int) - cluttered.split("train").images).mean() > 20
+    assert ClutteredDigits(split_seed=1, seed=0).fingerprint() != cluttered.fingerprint()
+
+
+def test_cluttered_digits_are_coloured_cluttered_and_show_the_digit(cluttered):
+    x = cluttered.split("train").images_float()  # [N, 3, H, W]
+    # colour: the channels differ, pixel by pixel, in (nearly) every image
+    spread = np.abs(x - x.mean(axis=1, keepdims=True)).mean(axis=(1, 2, 3))
+    assert np.median(spread) > 0.05 and (spread > 0.01).mean() > 0.99
+    # the background varies from image to image (mean colour) and inside an image (clutter)
+    mask = Digits(size=32, split_seed=0).split("train").images_float()[:, 0]  # the digit strokes, [N, H, W]
+    outside = mask < 0.05
+    per_image = np.array([[x[i, c][outside[i]].mean() for c in range(3)] for i in range(len(x))])
+    assert per_image.std(axis=0).min() > 0.1
+    within = np.array([x[i][:, outside[i]].std(axis=1).mean() for i in range(len(x))])
+    assert np.median(within) > 0.05
+    # the digit: strokes differ in colour from the background around them, by a varying amount
+    inside = mask > 0.5
+    contrast = np.array([np.linalg.norm(x[i][:, inside[i]].mean(axis=1) - x[i][:, outside[i]].mean(axis=1)) for i in range(len(x))])
+    assert np.median(contrast) > 0.2 and contrast.std() > 0.05
+
+
+def test_cluttered_digits_are_harder_than_digits_but_learnable(cluttered):
+    from sklearn.linear_model import LogisticRegression
+
+    def accuracy(images):
+        train, test = images.split("train"), images.split("test")
+        flat = lambda s: s.images.reshape(len(s), -1).astype(np.float32) / 255.0  # noqa: E731
+        return LogisticRegression(max_iter=100).fit(flat(train), train.labels).score(flat(test), test.labels)
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lbfgs may stop at max_iter: enough for this comparison
+        plain, hard = accuracy(Digits(size=32, split_seed=0)), accuracy(cluttered)
+    assert plain > 0.9
+    assert 0.15 < hard < plain - 0.4
 
 
 def _write_idx(path, array):
