@@ -51,7 +51,8 @@ def _report(clean: float, drop: float) -> dict:
     }
 
 
-CLEAN = {("baseline", 0): 0.9, ("baseline", 1): 0.7, ("sim", 0): 0.95, ("sim", 1): 0.85}
+CLEAN = {("baseline", 0): 0.9, ("baseline", 1): 0.7, ("sim", 0): 0.95, ("sim", 1): 0.85,
+         ("color_baseline", 0): 0.6, ("color_baseline", 1): 0.5, ("color_sim", 0): 0.5, ("color_sim", 1): 0.46}
 
 
 def _write(path: Path, payload) -> None:
@@ -59,8 +60,10 @@ def _write(path: Path, payload) -> None:
     path.write_text(json.dumps(payload))
 
 
-def make_repro(root: Path) -> Path:
-    """OUT with 2 arms × 2 seeds, a twin used by arm ``sim``, every stage done."""
+def make_repro(root: Path, groups: bool = False) -> Path:
+    """OUT with 2 arms × 2 seeds, a twin used by arm ``sim``, every stage done; with
+    ``groups``, a second group (``color_sim`` against its own ``color_baseline``)."""
+    arms = ("baseline", "sim", "color_baseline", "color_sim") if groups else ("baseline", "sim")
     out = root / "out"
     twin_dir = out / "stages" / "twin-k1"
     targets_dir = out / "stages" / "targets-k2"
@@ -71,7 +74,7 @@ def make_repro(root: Path) -> Path:
     _write(targets_dir / "done.json", {"num_neurons": {"twin": 10}})
     evals = []
     for seed in (0, 1):
-        for arm in ("baseline", "sim"):
+        for arm in arms:
             fit = out / "runs" / arm / f"seed{seed}-f{arm}{seed}"
             ev = fit / "evals" / f"e{seed}"
             deps = ["targets sim"] if arm == "sim" else []
@@ -84,6 +87,9 @@ def make_repro(root: Path) -> Path:
             _write(ev / "done.json", {"report": str(ev / "eval" / "report.json")})
     plan = {"recipe": "fake", "title": "A fake reproduction", "scale": "mini", "seeds": [0, 1], "baseline": "baseline",
             "arms": {"baseline": {}, "sim": {}}, "stages": stages + evals}
+    if groups:  # as `neuroreg repro` writes it: each arm's baseline, null for a baseline arm
+        plan["arms"] = {"baseline": {"baseline": None}, "sim": {"baseline": "baseline"},
+                        "color_baseline": {"baseline": None}, "color_sim": {"baseline": "color_baseline"}}
     _write(out / "repro.json", plan)
     return out
 
@@ -189,6 +195,22 @@ def test_comparison_table_has_every_arm_and_paired_differences(tmp_path):
         comparison_table(res, metrics=["eval/autoattack_accuracy"])
     md = table.to_markdown()
     assert md.splitlines()[2] == "| metric | baseline | sim |" and table._repr_markdown_() == md
+
+
+def test_arms_are_compared_with_their_own_baseline(tmp_path):
+    from neuroreg.repro.report import summarize
+
+    out = make_repro(tmp_path, groups=True)
+    res = load_repro(out)
+    assert res.summary == summarize(json.loads((out / "repro.json").read_text()))
+    assert res.baselines == {"baseline": None, "sim": "baseline", "color_baseline": None, "color_sim": "color_baseline"}
+    diff = res.summary["arms"]["color_sim"]["metrics"]["eval/clean_accuracy"]["diff_vs_baseline"]
+    assert diff["mean"] == pytest.approx(-0.07)  # paired with color_baseline: (−0.1 − 0.04) / 2
+    assert "diff_vs_baseline" not in res.summary["arms"]["color_baseline"]["metrics"]["eval/clean_accuracy"]
+    table = comparison_table(res, diff=True)
+    assert table.columns == ["metric", "sim", "color_sim"]
+    assert "sim − baseline" in table.title and "color_sim − color_baseline" in table.title
+    assert table.rows[0][2] == f"-0.070 ± {T975[1] * np.std([-0.1, -0.04], ddof=1) / np.sqrt(2):.3f}"
 
 
 def test_table_checks_rows():

@@ -78,6 +78,9 @@ def test_recipe_arms_point_at_configs(recipe):
         missing = [str(p) for p in paths if not p.is_file()]
         assert not missing, f"{recipe}: scales.{scale}.arms: configs not found: {missing}"
         assert spec["baseline"] in spec["arms"], f"{recipe}: scales.{scale}.baseline {spec['baseline']!r} is not an arm"
+        for label, arm in spec["arms"].items():  # an arm's own baseline, when it names one, is another arm
+            own = arm.get("baseline") if isinstance(arm, dict) else None
+            assert own is None or (own in spec["arms"] and own != label), f"{recipe}: scales.{scale}.arms.{label}.baseline {own!r}"
         for p in paths:  # arms of a scale live in that scale's folder and run at that scale
             assert p.parent == (recipe.parent / scale).resolve(), f"{recipe}: scales.{scale}: {p} is outside {scale}/"
             assert needs_download(p) == (scale == "full"), f"{p}: '# requires: download' must mark exactly the full-scale arms"

@@ -107,9 +107,13 @@ def mini_repro(tmp_path_factory):
     before = Path.cwd()
     os.chdir(root)
     try:
-        assert main(["repro", str(recipe), "--seeds", "2", "--out", str(out), "--no-progress"]) == 0
+        # two processes share the stages through their claims (one worker subprocess)
+        assert main(["repro", str(recipe), "--seeds", "2", "--out", str(out), "--no-progress", "--jobs", "2"]) == 0
     finally:
         os.chdir(before)
+    plan = json.loads((out / "repro.json").read_text())
+    assert all((Path(s["folder"]) / "done.json").is_file() for s in plan["stages"])
+    assert "neuroreg repro:" in (out / "logs" / "worker-1.log").read_text()  # the worker ran and logged
     return out, root
 
 

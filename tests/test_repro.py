@@ -128,6 +128,18 @@ def test_recipe_errors_name_file_and_field(recipe_dir):
     broken(lambda r: r["scales"].update(medium=r["scales"]["mini"]), r"scales\.medium")
     broken(lambda r: r["scales"]["mini"].update(fetch=["no_such_data"]), r"scales\.mini\.fetch\[0\]")
     broken(lambda r: r.update(titel="x"), r"'titel'")
+    # an arm's own baseline: another arm, not itself, and not one that is compared itself
+    broken(lambda r: r["scales"]["mini"]["arms"]["weak"].update(baseline="nope"), r"scales\.mini\.arms\.weak\.baseline.*one of the arms")
+    broken(lambda r: r["scales"]["mini"]["arms"]["weak"].update(baseline="weak"), r"arms\.weak\.baseline.*not compared with itself")
+    broken(lambda r: r["scales"]["mini"]["arms"]["weak"].update(basline="similarity"), r"arms\.weak\.basline")
+
+    def chain(r):
+        r["scales"]["mini"]["arms"]["weak"].update(baseline="similarity")
+        r["scales"]["mini"]["arms"]["similarity"] = {"config": "similarity.yaml", "baseline": "baseline"}
+
+    broken(chain, r"arms\.similarity\.baseline.*baseline of \['weak'\]")
+    broken(lambda r: r["scales"]["mini"]["arms"].update(baseline={"config": "baseline.yaml", "baseline": "weak"}),
+           r"arms\.baseline\.baseline.*scale's baseline")
     with pytest.raises(RecipeError, match="known recipes"):
         load_recipe("no_such_recipe")
     recipe.write_text(yaml.safe_dump(good))
@@ -167,6 +179,43 @@ def test_plan_keys_depend_on_content(recipe_dir, tmp_path):
     evals = [s for s in stages if s.kind == "eval"]
     non_base = [s for s in evals if s.info["arm"] != "baseline"]
     assert all(any(d.kind == "eval" and d.info["arm"] == "baseline" for d in s.deps) for s in non_base)
+
+
+def test_arms_with_their_own_baseline_are_planned_after_it(recipe_dir, tmp_path):
+    from neuroreg.repro.runner import describe
+
+    raw = yaml.safe_load((recipe_dir / "recipe.yaml").read_text())
+    arms = raw["scales"]["mini"]["arms"]
+    # a second group, weak against similarity, listed before its baseline: the plan still puts similarity first
+    raw["scales"]["mini"]["arms"] = {"weak": {**arms["weak"], "baseline": "similarity"}, "baseline": arms["baseline"],
+                                     "similarity": arms["similarity"]}
+    (recipe_dir / "recipe.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    recipe = load_recipe(recipe_dir)
+    scale = recipe.scale("mini")
+    assert scale.baselines == ("baseline", "similarity")
+    assert {a.label: scale.baseline_of(a.label) for a in scale.arms} == {"weak": "similarity", "baseline": None, "similarity": None}
+    stages = plan(recipe, scale, [0, 1], tmp_path / "out", progress=False)
+    order = [s.name for s in stages]
+    evals = {(s.info["arm"], s.info["seed"]): s for s in stages if s.kind == "eval"}
+    for seed in (0, 1):
+        assert order.index(f"fit similarity seed {seed}") < order.index(f"fit weak seed {seed}")
+        assert order.index(f"eval similarity seed {seed}") < order.index(f"eval weak seed {seed}")
+        deps = [d for d in evals[("weak", seed)].deps if d.kind == "eval"]
+        assert deps == [evals[("similarity", seed)]]  # its own baseline's evaluation, same seed
+        assert evals[("weak", seed)].info["baseline"] == "similarity"
+        for arm in ("baseline", "similarity"):  # baseline arms are evaluated on their own
+            assert not [d for d in evals[(arm, seed)].deps if d.kind == "eval"] and evals[(arm, seed)].info["baseline"] is None
+    described = describe(recipe, scale, [0, 1], stages)
+    assert {a: v["baseline"] for a, v in described["arms"].items()} == {"weak": "similarity", "baseline": None, "similarity": None}
+    assert described["baseline"] == "baseline"
+    # the baseline is part of the evaluation's key (its relative errors are against another report)
+    raw["scales"]["mini"]["arms"]["weak"].pop("baseline")
+    (recipe_dir / "recipe.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    recipe = load_recipe(recipe_dir)
+    default = {(s.info["arm"], s.info["seed"]): s for s in plan(recipe, recipe.scale("mini"), [0], tmp_path / "out") if s.kind == "eval"}
+    assert [d.info["arm"] for d in default[("weak", 0)].deps if d.kind == "eval"] == ["baseline"]
+    assert default[("weak", 0)].key != evals[("weak", 0)].key
+    assert default[("similarity", 0)].key != evals[("similarity", 0)].key  # now compared with baseline
 
 
 def test_claims_split_work_and_stale_claims_are_taken_over(tmp_path):
@@ -215,7 +264,7 @@ def _fit_rows(path: Path) -> list[dict[str, str]]:
 def test_repro_end_to_end_is_cached_and_resumable(recipe_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
-    argv = ["repro", str(recipe_dir), "--seeds", "2", "--out", str(out), "--no-progress"]
+    argv = ["repro", str(recipe_dir), "--seeds", "2", "--out", str(out), "--no-progress", "--jobs", "1"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     report = out / "report"
@@ -280,6 +329,9 @@ def test_repro_bad_input_exits_2(tmp_path, capsys):
     assert main(["repro", "quickstart", "--scale", "medium"]) == 2
     assert "'medium' scale" in capsys.readouterr().err
     assert main(["repro", "quickstart", "--jobs", "0"]) == 2
+    assert "--jobs: expected an integer >= 1 or 'auto', found '0'" in capsys.readouterr().err
+    assert main(["repro", "quickstart", "--jobs", "two"]) == 2
+    assert "found 'two'" in capsys.readouterr().err
 
 
 def test_summary_statistics_and_failed_sanity_checks_are_reported(tmp_path):
@@ -319,3 +371,46 @@ def test_summary_statistics_and_failed_sanity_checks_are_reported(tmp_path):
     (tmp_path / "reg1" / "done.json").unlink()
     with pytest.raises(FileNotFoundError, match="has not finished"):
         summarize(plan_json)
+
+
+def _fake_evals(tmp_path: Path, accuracy: dict[tuple[str, int], float]) -> list[dict]:
+    stages = []
+    for (arm, seed), acc in accuracy.items():
+        folder = tmp_path / f"{arm}{seed}"
+        folder.mkdir()
+        report = {"clean_accuracy": acc, "pgd_linf": {"epsilon": [0.0, 0.01], "accuracy": [acc, acc / 2]}, "complete": True}
+        (folder / "report.json").write_text(json.dumps(report))
+        (folder / "done.json").write_text(json.dumps({"report": str(folder / "report.json")}))
+        stages.append({"kind": "eval", "name": f"eval {arm} seed {seed}", "folder": str(folder), "arm": arm, "seed": seed})
+    return stages
+
+
+def test_summary_pairs_each_arm_with_its_own_baseline(tmp_path):
+    from neuroreg.repro.report import _csv, summarize, tables
+
+    accuracy = {("baseline", 0): 0.90, ("baseline", 1): 0.80, ("reg", 0): 0.95, ("reg", 1): 0.87,
+                ("color_baseline", 0): 0.60, ("color_baseline", 1): 0.70, ("color_reg", 0): 0.50, ("color_reg", 1): 0.64}
+    arms = {"baseline": {"baseline": None}, "reg": {"baseline": "baseline"},
+            "color_baseline": {"baseline": None}, "color_reg": {"baseline": "color_baseline"}}
+    plan_json = {"recipe": "t", "title": "T", "scale": "mini", "baseline": "baseline", "arms": arms, "seeds": [0, 1],
+                 "stages": _fake_evals(tmp_path, accuracy)}
+    summary = summarize(plan_json)
+    assert {a: e["baseline"] for a, e in summary["arms"].items()} == {a: v["baseline"] for a, v in arms.items()}
+    diff = summary["arms"]["color_reg"]["metrics"]["eval/clean_accuracy"]["diff_vs_baseline"]
+    assert diff["mean"] == pytest.approx(-0.08)  # paired against color_baseline: (−0.10 − 0.06) / 2
+    assert diff["ci95"] == pytest.approx(12.7062047 * np.std([-0.10, -0.06], ddof=1) / np.sqrt(2), rel=1e-6)
+    assert summary["arms"]["reg"]["metrics"]["eval/clean_accuracy"]["diff_vs_baseline"]["mean"] == pytest.approx(0.06)
+    for base in ("baseline", "color_baseline"):  # a baseline arm is compared with nothing
+        assert all("diff_vs_baseline" not in e for e in summary["arms"][base]["metrics"].values())
+    md = tables(summary)
+    assert "Paired difference to the baseline arm `baseline`" in md and "Paired difference to the baseline arm `color_baseline`" in md
+    first, second = md.split("Paired difference to the baseline arm `color_baseline`")
+    assert "| metric | reg |" in first.split("Paired difference to the baseline arm `baseline`")[1]
+    assert "| metric | color_reg |" in second and "| clean_accuracy | -0.080 ± " in second
+    rows = list(csv.DictReader(_csv(summary).splitlines()))
+    row = next(r for r in rows if r["arm"] == "color_reg" and r["metric"] == "eval/clean_accuracy")
+    assert row["baseline"] == "color_baseline" and float(row["diff_vs_baseline"]) == pytest.approx(-0.08)
+    assert next(r for r in rows if r["arm"] == "color_baseline")["baseline"] == ""
+    # a plan without per-arm baselines (arms as a list): every arm against the scale's baseline
+    old = summarize({**plan_json, "arms": list(arms)})
+    assert old["arms"]["color_reg"]["metrics"]["eval/clean_accuracy"]["diff_vs_baseline"]["mean"] == pytest.approx(-0.28)

@@ -190,8 +190,16 @@ class ReproResults:
 
     @property
     def baseline(self) -> str:
-        """The baseline arm's label."""
+        """The scale's baseline arm's label."""
         return str(self.plan["baseline"])
+
+    @property
+    def baselines(self) -> dict[str, str | None]:
+        """``{arm: the arm it is compared with}``; ``None`` for a baseline arm
+        (:func:`neuroreg.repro.report.arm_baselines`)."""
+        from neuroreg.repro.report import arm_baselines
+
+        return arm_baselines(self.plan)
 
     @property
     def seeds(self) -> list[int]:
@@ -392,7 +400,7 @@ def summarize(plan: Mapping[str, Any], fits: Sequence[FitRun]) -> dict[str, Any]
 
     The same structure and statistics as :func:`neuroreg.repro.report.summarize`
     (``OUT/report/summary.json``: per arm and ``eval/…`` metric the mean, the 95 %
-    t-interval half-width, the values, and the paired difference to the baseline arm),
+    t-interval half-width, the values, and the paired difference to the arm's baseline arm),
     but from the report paths of ``fits`` (re-based when the folder moved) and over the
     evaluations that finished so far.
 
@@ -400,7 +408,7 @@ def summarize(plan: Mapping[str, Any], fits: Sequence[FitRun]) -> dict[str, Any]
         the summary, or ``None`` when no evaluation has finished.
     """
     from neuroreg.evaluation.suite import metrics
-    from neuroreg.repro.report import arm_statistics, failed_checks
+    from neuroreg.repro.report import arm_baselines, arm_statistics, failed_checks
 
     per_arm: OrderedDict[str, dict[int, dict[str, float]]] = OrderedDict((a, {}) for a in plan["arms"])
     reports: OrderedDict[str, list[str]] = OrderedDict((a, []) for a in plan["arms"])
@@ -413,11 +421,10 @@ def summarize(plan: Mapping[str, Any], fits: Sequence[FitRun]) -> dict[str, Any]
             failed[run.arm] += failed_checks(report, run.seed)
     if not any(per_arm.values()):
         return None
-    baseline = plan["baseline"]
-    names, arms = arm_statistics(per_arm, baseline)
+    names, arms = arm_statistics(per_arm, arm_baselines(plan))
     for arm, entry in arms.items():
         entry.update({"reports": reports[arm], "sanity_failed": failed[arm]})
-    return {"recipe": plan["recipe"], "title": plan["title"], "scale": plan["scale"], "baseline": baseline,
+    return {"recipe": plan["recipe"], "title": plan["title"], "scale": plan["scale"], "baseline": plan["baseline"],
             "seeds": plan["seeds"], "metrics": names, "arms": arms}
 
 
@@ -573,14 +580,15 @@ def _cell(entry: Mapping[str, Any] | None, digits: int = 3) -> str:
 
 
 def comparison_table(results: ReproResults, metrics: Sequence[str] | None = None, diff: bool = False) -> Table:
-    """Metrics × arms, mean ± 95 % CI over seeds (or the paired difference to the baseline).
+    """Metrics × arms, mean ± 95 % CI over seeds (or the paired difference to each arm's baseline).
 
     Args:
         results: from :func:`load_repro`.
         metrics: ``eval/…`` names (default: the headline metrics of the reproduction
             report — clean, noise, corruptions, attacks — those that were measured).
-        diff: show ``arm − baseline`` (same seed) instead of the values; the baseline
-            column is left out.
+        diff: show ``arm − its baseline arm`` (same seed) instead of the values; the
+            baseline arms' columns are left out, and the title names each arm's baseline
+            when they are not all the same.
 
     Raises:
         AnalysisError: no evaluation has finished, or an unknown metric.
@@ -594,7 +602,8 @@ def comparison_table(results: ReproResults, metrics: Sequence[str] | None = None
     unknown = [n for n in names if n not in summary["metrics"]]
     if unknown:
         raise AnalysisError(f"comparison_table: metric {unknown[0]!r} was not measured; measured: {summary['metrics']}")
-    arms = [a for a in results.arms if a in summary["arms"] and (not diff or a != results.baseline)]
+    baselines = results.baselines
+    arms = [a for a in results.arms if a in summary["arms"] and (not diff or baselines.get(a) is not None)]
     rows = []
     for n in names:
         cells = []
@@ -603,7 +612,13 @@ def comparison_table(results: ReproResults, metrics: Sequence[str] | None = None
             cells.append(_cell(entry.get("diff_vs_baseline") if diff and entry else entry))
         rows.append([metric_label(n), *cells])
     n_seeds = max((len(summary["arms"][a]["seeds"]) for a in arms), default=0)
-    what = f"difference to `{results.baseline}` (same seed)" if diff else "value"
+    what = "value"
+    if diff:
+        against = list(dict.fromkeys(baselines[a] for a in arms))
+        if len(against) <= 1:
+            what = f"difference to `{against[0] if against else results.baseline}` (same seed)"
+        else:
+            what = "difference to each arm's baseline (" + ", ".join(f"{a} − {baselines[a]}" for a in arms) + "; same seed)"
     return Table(["metric", *arms], rows, title=f"{results.title} — {what}, mean ± 95 % CI over {n_seeds} seed(s)")
 
 

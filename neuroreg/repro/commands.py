@@ -4,6 +4,7 @@
 
     neuroreg repro --list
     neuroreg repro quickstart                        # mini scale, 3 seeds, runs/repro/quickstart-mini/
+                                                     # (one process per CPU core on a machine without a GPU)
     neuroreg repro li2019 --scale mini --seeds 3 --jobs 2
     neuroreg repro li2019 --scale full --seeds 5 --out /shared/repro/li2019 --wandb my-project
 
@@ -38,7 +39,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3, help="number of seeds 0..N-1 (default 3)")
     p.add_argument("--seed-list", type=int, nargs="+", help="explicit seeds instead of --seeds")
     p.add_argument("--out", type=Path, help="output folder (default runs/repro/<recipe>-<scale>)")
-    p.add_argument("--jobs", type=int, default=1, help="processes on this machine (default 1)")
+    p.add_argument("--jobs", default="auto",
+                   help="processes on this machine, each with cores/jobs threads (default auto: one per CPU core, "
+                        "at most 4, on a machine without a GPU; 1 with a GPU)")
     p.add_argument("--wandb", metavar="PROJECT", help="also log every fit to this W&B project (grouped by recipe)")
     p.add_argument("--data-dir", help="where manifests' files are fetched (default: neuroreg data's default)")
     p.add_argument("--stale-after", type=float, default=300.0, help="seconds after which another process's silent claim is taken over")
@@ -58,6 +61,21 @@ def _worker_argv(args: argparse.Namespace, recipe_path: Path, out: Path, seeds: 
     return argv
 
 
+def _jobs(value: str) -> int:
+    """``--jobs``: an integer >= 1, or ``auto`` (one per core, at most 4, without a GPU; 1 with one)."""
+    if value == "auto":
+        import torch
+
+        return 1 if torch.cuda.is_available() else max(1, min(os.cpu_count() or 1, 4))
+    try:
+        jobs = int(value)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise RecipeError(f"--jobs: expected an integer >= 1 or 'auto', found {value!r}")
+    return jobs
+
+
 def main(argv: list[str]) -> int:
     """Entry point of ``neuroreg repro``; returns the exit status (2: bad input, 1: a stage failed)."""
     import json
@@ -71,8 +89,7 @@ def main(argv: list[str]) -> int:
     try:
         if not args.recipe:
             raise RecipeError(f"expected a recipe name; known recipes: {list_recipes()}")
-        if args.jobs < 1:
-            raise RecipeError(f"--jobs: expected an integer >= 1, found {args.jobs}")
+        args.jobs = _jobs(args.jobs)
         if args.seed_list is None and args.seeds < 1:
             raise RecipeError(f"--seeds: expected an integer >= 1, found {args.seeds}")
         seeds = list(dict.fromkeys(args.seed_list)) if args.seed_list else list(range(args.seeds))

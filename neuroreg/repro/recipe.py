@@ -2,8 +2,8 @@
 
 A recipe names, per scale (``mini``: embedded data on a CPU; ``full``: downloaded data
 for a GPU), the data manifests to fetch, the arms (label → an ordinary ``neuroreg fit``
-config, plus optional extra arguments), which arm is the baseline, and the evaluation
-budget::
+config, plus optional extra arguments and an optional baseline of its own), which arm is
+the baseline, and the evaluation budget::
 
     title: "Li et al. 2019 — similarity loss toward mouse V1"
     reference: "Li, Z. et al. (2019). Learning from brains how to regularize machines. NeurIPS."
@@ -15,11 +15,17 @@ budget::
           baseline: mini/baseline.yaml
           similarity: mini/similarity.yaml
           weight_0.1: {config: mini/similarity.yaml, overrides: ["--model.init_args.regularizers.similarity.init_args.weight=0.1"]}
+          color_baseline: mini/color_baseline.yaml
+          color_similarity: {config: mini/color_similarity.yaml, baseline: color_baseline}
         baseline: baseline
         overrides: []
         eval: {suite: quick, budget: {max_images: 256}, data: null, recording: null, layers: []}
 
-Paths are relative to the recipe's folder.
+Paths are relative to the recipe's folder. Each arm is compared with a baseline arm: its
+own ``baseline`` when it names one, else the scale's. An arm that is a baseline (the
+scale's, or one another arm names) is compared with nothing, so it may not name a
+baseline itself (no chains); that lets one scale hold several groups of arms, e.g. one
+per data set, each against its own control (see :meth:`Scale.baseline_of`).
 """
 
 from __future__ import annotations
@@ -46,11 +52,16 @@ class RecipeError(ValueError):
 
 @dataclass(frozen=True)
 class Arm:
-    """One arm of a comparison: a fit config plus extra ``--key=value`` arguments."""
+    """One arm of a comparison: a fit config plus extra ``--key=value`` arguments.
+
+    ``baseline`` is the label of the arm it is compared with when the recipe names one
+    for this arm (``None``: the scale's baseline, see :meth:`Scale.baseline_of`).
+    """
 
     label: str
     config: Path
     overrides: tuple[str, ...] = ()
+    baseline: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,25 @@ class Scale:
             if a.label == label:
                 return a
         raise KeyError(label)
+
+    @property
+    def baselines(self) -> tuple[str, ...]:
+        """Labels of the arms others are compared with: the scale's baseline first, then
+        the arms named as ``baseline`` by other arms, in recipe order."""
+        named = {a.baseline for a in self.arms if a.baseline}
+        return (self.baseline, *(a.label for a in self.arms if a.label in named and a.label != self.baseline))
+
+    def baseline_of(self, label: str) -> str | None:
+        """The arm ``label`` is compared with: its own ``baseline``, else the scale's;
+        ``None`` for an arm that is itself a baseline.
+
+        Raises:
+            KeyError: no arm ``label``.
+        """
+        arm = self.arm(label)
+        if label in self.baselines:
+            return None
+        return arm.baseline or self.baseline
 
 
 @dataclass(frozen=True)
@@ -189,12 +219,14 @@ def _parse_scale(name: str, raw: Any, path: Path) -> Scale:
         if isinstance(spec, str):
             spec = {"config": spec}
         if not isinstance(spec, dict):
-            _fail(path, aw, "a config path or {config, overrides}", spec)
-        _unknown(spec, {"config", "overrides"}, path, aw)
-        arms.append(Arm(label, _file(spec.get("config"), path, f"{aw}.config"), _strings(spec.get("overrides"), path, f"{aw}.overrides")))
+            _fail(path, aw, "a config path or {config, overrides, baseline}", spec)
+        _unknown(spec, {"config", "overrides", "baseline"}, path, aw)
+        arms.append(Arm(label, _file(spec.get("config"), path, f"{aw}.config"), _strings(spec.get("overrides"), path, f"{aw}.overrides"),
+                        spec.get("baseline")))
     baseline = raw.get("baseline")
     if baseline not in arms_raw:
         _fail(path, f"{where}.baseline", f"one of the arms {list(arms_raw)}", baseline)
+    _check_arm_baselines(arms, baseline, path, where)
     fetch = _strings(raw.get("fetch"), path, f"{where}.fetch")
     if fetch:
         from neuroreg.data.manifests import ManifestError, find_manifest
@@ -213,6 +245,31 @@ def _parse_scale(name: str, raw: Any, path: Path) -> Scale:
         overrides=_strings(raw.get("overrides"), path, f"{where}.overrides"),
         eval=_parse_eval(raw.get("eval"), path, f"{where}.eval"),
     )
+
+
+def _check_arm_baselines(arms: list[Arm], default: str, path: Path, where: str) -> None:
+    """Each arm's own ``baseline``: another arm, and one that is not compared with a third."""
+    labels = [a.label for a in arms]
+    for arm in arms:
+        if arm.baseline is None:
+            continue
+        aw = f"{where}.arms.{arm.label}.baseline"
+        if arm.baseline not in labels:
+            _fail(path, aw, f"one of the arms {labels}", arm.baseline)
+        if arm.baseline == arm.label:
+            _fail(path, aw, "another arm (an arm is not compared with itself)", arm.baseline)
+    named = {a.baseline for a in arms if a.baseline}
+    for arm in arms:
+        if arm.baseline is None:
+            continue
+        if arm.label == default:
+            _fail(path, f"{where}.arms.{arm.label}.baseline",
+                  f"no baseline for '{arm.label}': it is the scale's baseline, compared with nothing", arm.baseline)
+        if arm.label in named:
+            users = [a.label for a in arms if a.baseline == arm.label]
+            _fail(path, f"{where}.arms.{arm.label}.baseline",
+                  f"no baseline for '{arm.label}': it is the baseline of {users}, compared with nothing "
+                  "(a baseline cannot have a baseline of its own)", arm.baseline)
 
 
 def experiments_dir() -> Path:
@@ -245,8 +302,9 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
 
     Raises:
         RecipeError: unreadable YAML, unknown or missing fields, missing config files,
-            an unknown suite / Budget field / data manifest; the message names the file
-            and field.
+            an unknown suite / Budget field / data manifest, an arm's ``baseline`` that
+            is not another arm or names one for a baseline arm; the message names the
+            file and field.
     """
     path = find_recipe(name_or_path)
     try:

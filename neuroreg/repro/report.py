@@ -4,13 +4,15 @@ For each arm and each scalar of :func:`neuroreg.evaluation.suite.metrics` (clean
 accuracy, accuracy under each noise σ, mean and per-corruption accuracy, PGD / FGSM
 accuracy at each ε, AutoAttack, minimal perturbation medians, …) over the seeds
 ``s = 1..n``: the mean and the half-width of the 95 % t-interval
-``t_{0.975, n-1} · sd / √n``. Against the baseline arm, the paired difference
+``t_{0.975, n-1} · sd / √n``. Against the arm's baseline arm (its own ``baseline`` in
+the recipe, else the scale's; :func:`arm_baselines`), the paired difference
 ``d_s = arm_s − baseline_s`` (same seed: same data order at the start, same evaluation
-draws) with its own t-interval. Nothing is selected or tuned: every arm of the recipe
-and every metric the evaluation produced is reported.
+draws) with its own t-interval; a baseline arm has none. Nothing is selected or tuned:
+every arm of the recipe and every metric the evaluation produced is reported.
 
 Files in ``OUT/report/``: ``summary.json`` (everything), ``summary.csv`` (one row per
-arm × metric), ``summary.md`` (tables), ``comparison.png`` (accuracy vs σ and ε,
+arm × metric, with the arm's baseline), ``summary.md`` (tables; one paired-difference
+table per baseline arm), ``comparison.png`` (accuracy vs σ and ε,
 mean ± CI bands; :func:`neuroreg.evaluation.compare.compare`), ``corruptions.png``
 (per-corruption accuracy per arm), plus ``comparison.md`` / ``comparison.html``.
 """
@@ -63,24 +65,46 @@ def failed_checks(report: Mapping[str, Any], seed: int) -> list[dict[str, Any]]:
             for check, flag in (report.get("sanity") or {}).items() if not flag.get("passed", True)]
 
 
+def arm_baselines(plan: Mapping[str, Any]) -> dict[str, str | None]:
+    """``{arm: the arm it is compared with, or None}`` from a plan (``repro.json``).
+
+    Each entry of ``plan["arms"]`` that records a ``baseline`` (as
+    :func:`neuroreg.repro.runner.describe` writes it: ``null`` for a baseline arm) gives
+    it; otherwise (older plans, or ``arms`` given as a list of labels) every arm but
+    ``plan["baseline"]`` is compared with ``plan["baseline"]``.
+    """
+    default = plan["baseline"]
+    out: dict[str, str | None] = {}
+    for arm in plan["arms"]:
+        entry = plan["arms"][arm] if isinstance(plan["arms"], Mapping) else None
+        if isinstance(entry, Mapping) and "baseline" in entry:
+            out[arm] = entry["baseline"]
+        else:
+            out[arm] = None if arm == default else default
+    return out
+
+
 def arm_statistics(
-    per_arm: Mapping[str, Mapping[int, Mapping[str, float]]], baseline: str
+    per_arm: Mapping[str, Mapping[int, Mapping[str, float]]], baselines: Mapping[str, str | None]
 ) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """Mean ± 95 % t-interval over seeds of every metric per arm, and the paired
-    (same-seed) difference to the ``baseline`` arm.
+    (same-seed) difference to each arm's baseline arm.
 
     Args:
         per_arm: ``{arm: {seed: {metric: value}}}``.
-        baseline: the arm the others are compared with.
+        baselines: ``{arm: the arm it is compared with, or None}`` (:func:`arm_baselines`);
+            an arm missing here is compared with nothing.
 
     Returns:
-        ``(metric names in first-seen order, {arm: {"seeds": [...], "metrics": {name:
-        {"mean", "ci95", "n", "values"[, "diff_vs_baseline": {"mean", "ci95", "n"}]}}}})``.
+        ``(metric names in first-seen order, {arm: {"seeds": [...], "baseline": label or
+        None, "metrics": {name: {"mean", "ci95", "n", "values"[, "diff_vs_baseline":
+        {"mean", "ci95", "n"}]}}}})``.
     """
     names = list(OrderedDict.fromkeys(n for runs in per_arm.values() for m in runs.values() for n in m))
-    base = per_arm.get(baseline, {})
     arms: dict[str, dict[str, Any]] = {}
     for arm, runs in per_arm.items():
+        baseline = baselines.get(arm)
+        base = per_arm.get(baseline, {}) if baseline is not None else {}
         stats = {}
         for n in names:
             vals = [runs[s][n] for s in sorted(runs) if n in runs[s]]
@@ -89,11 +113,11 @@ def arm_statistics(
             mean, half = t_interval(vals)
             entry: dict[str, Any] = {"mean": mean, "ci95": half, "n": len(vals), "values": vals}
             paired = [runs[s][n] - base[s][n] for s in sorted(runs) if s in base and n in runs[s] and n in base[s]]
-            if arm != baseline and paired:
+            if baseline is not None and baseline != arm and paired:
                 d, dh = t_interval(paired)
                 entry["diff_vs_baseline"] = {"mean": d, "ci95": dh, "n": len(paired)}
             stats[n] = entry
-        arms[arm] = {"seeds": sorted(runs), "metrics": stats}
+        arms[arm] = {"seeds": sorted(runs), "baseline": baseline, "metrics": stats}
     return names, arms
 
 
@@ -105,7 +129,6 @@ def summarize(plan: dict[str, Any]) -> dict[str, Any]:
     """
     from neuroreg.evaluation.suite import metrics
 
-    baseline = plan["baseline"]
     per_arm: OrderedDict[str, dict[int, dict[str, float]]] = OrderedDict((a, {}) for a in plan["arms"])
     reports: OrderedDict[str, list[str]] = OrderedDict((a, []) for a in plan["arms"])
     failed: OrderedDict[str, list[dict[str, Any]]] = OrderedDict((a, []) for a in plan["arms"])
@@ -120,11 +143,20 @@ def summarize(plan: dict[str, Any]) -> dict[str, Any]:
         per_arm[st["arm"]][st["seed"]] = metrics(report)
         reports[st["arm"]].append(report_path)
         failed[st["arm"]] += failed_checks(report, st["seed"])
-    names, arms = arm_statistics(per_arm, baseline)
+    names, arms = arm_statistics(per_arm, arm_baselines(plan))
     for arm, entry in arms.items():
         entry.update({"reports": reports[arm], "sanity_failed": failed[arm]})
-    return {"recipe": plan["recipe"], "title": plan["title"], "scale": plan["scale"], "baseline": baseline,
+    return {"recipe": plan["recipe"], "title": plan["title"], "scale": plan["scale"], "baseline": plan["baseline"],
             "seeds": plan["seeds"], "metrics": names, "arms": arms}
+
+
+def baseline_groups(summary: Mapping[str, Any]) -> OrderedDict[str, list[str]]:
+    """``{baseline arm: [the arms compared with it]}`` of a summary, in arm order."""
+    groups: OrderedDict[str, list[str]] = OrderedDict()
+    for arm, entry in summary["arms"].items():
+        if entry.get("baseline") is not None:
+            groups.setdefault(entry["baseline"], []).append(arm)
+    return groups
 
 
 def _cell(entry: dict[str, Any] | None, key: str | None = None) -> str:
@@ -139,7 +171,8 @@ def _cell(entry: dict[str, Any] | None, key: str | None = None) -> str:
 
 
 def tables(summary: dict[str, Any]) -> str:
-    """Markdown: the headline metrics per arm (mean ± 95 % CI) and paired differences."""
+    """Markdown: the headline metrics per arm (mean ± 95 % CI) and the paired
+    differences, one table per baseline arm with the arms compared with it."""
     arms = list(summary["arms"])
     rows = [n for n in summary["metrics"] if is_headline(n)]
     n_seeds = max(len(a["seeds"]) for a in summary["arms"].values())
@@ -149,9 +182,8 @@ def tables(summary: dict[str, Any]) -> str:
           "perturbation sizes (medians) in image units.\n", head]
     for n in rows:
         md.append(f"| {metric_label(n)} | " + " | ".join(_cell(summary["arms"][a]["metrics"].get(n)) for a in arms) + " |\n")
-    others = [a for a in arms if a != summary["baseline"]]
-    if others:
-        md.append(f"\nPaired difference to the baseline arm `{summary['baseline']}` (same seed), mean ± 95 % CI; "
+    for baseline, others in baseline_groups(summary).items():
+        md.append(f"\nPaired difference to the baseline arm `{baseline}` (same seed), mean ± 95 % CI; "
                   "an interval that contains 0 is no evidence of a difference.\n\n")
         md.append("| metric | " + " | ".join(others) + " |\n|---|" + "---|" * len(others) + "\n")
         for n in rows:
@@ -171,11 +203,11 @@ def tables(summary: dict[str, Any]) -> str:
 def _csv(summary: dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["arm", "metric", "mean", "ci95", "n", "diff_vs_baseline", "diff_ci95", "values"])
+    w.writerow(["arm", "metric", "mean", "ci95", "n", "baseline", "diff_vs_baseline", "diff_ci95", "values"])
     for arm, a in summary["arms"].items():
         for n, e in a["metrics"].items():
             d = e.get("diff_vs_baseline") or {}
-            w.writerow([arm, n, e["mean"], e["ci95"], e["n"], d.get("mean", ""), d.get("ci95", ""),
+            w.writerow([arm, n, e["mean"], e["ci95"], e["n"], a.get("baseline") or "", d.get("mean", ""), d.get("ci95", ""),
                         " ".join(f"{v:.6g}" for v in e["values"])])
     return buf.getvalue()
 

@@ -246,7 +246,10 @@ def plan(
     progress: bool = True,
 ) -> list[Stage]:
     """The stages of ``recipe``'s ``scale`` for ``seeds``, in an order that respects
-    dependencies (fetch, twin, targets, fits with each seed's baseline first, evals).
+    dependencies (fetch, twin, targets, fits with each seed's baseline arms first,
+    evals). Each arm's evaluation depends on the same seed's evaluation of its baseline
+    arm (:meth:`~neuroreg.repro.recipe.Scale.baseline_of`), whose report is its
+    reference for corruption errors; baseline arms are evaluated on their own.
 
     Raises:
         ReproError: an arm's config does not parse.
@@ -266,7 +269,7 @@ def plan(
     targets: dict[str, Stage] = {}
     arm_targets: dict[str, Stage | None] = {}
     resolved: dict[tuple[str, int], dict[str, Any]] = {}
-    arms = sorted(scale.arms, key=lambda a: a.label != scale.baseline)  # baseline first
+    arms = sorted(scale.arms, key=lambda a: a.label not in scale.baselines)  # baseline arms first
     for arm in arms:
         base_overrides = [*scale.overrides, *arm.overrides]
         cfg = resolved_config(arm.config, base_overrides)
@@ -326,24 +329,27 @@ def plan(
     for seed in seeds:
         for arm in arms:
             fit = fits[(arm.label, seed)]
-            baseline = evals.get((scale.baseline, seed)) if arm.label != scale.baseline else None
+            base_arm = scale.baseline_of(arm.label)
+            baseline = None if base_arm is None else evals[(base_arm, seed)]
             key = content_key("eval", fit.key, eval_digest, seed, baseline.key if baseline else None)
             deps = (fit,) if baseline is None else (fit, baseline)
             evals[(arm.label, seed)] = Stage(f"eval {arm.label} seed {seed}", "eval", key, fit.folder / "evals" / key,
                                              _run_eval(fit, spec, seed, baseline, progress), deps=deps,
-                                             info={"arm": arm.label, "seed": seed})
+                                             info={"arm": arm.label, "seed": seed, "baseline": base_arm})
     stages += list(evals.values())
     return stages
 
 
 def describe(recipe: Recipe, scale: Scale, seeds: Sequence[int], stages: Sequence[Stage]) -> dict[str, Any]:
-    """The JSON-able plan written to ``OUT/repro.json``."""
+    """The JSON-able plan written to ``OUT/repro.json``: the scale's ``baseline`` and,
+    per arm, the ``baseline`` it is compared with (``null`` for a baseline arm)."""
     from neuroreg import __version__
 
     return {
         "recipe": recipe.name, "recipe_file": str(recipe.path), "title": recipe.title, "reference": recipe.reference,
         "scale": scale.name, "description": scale.description, "seeds": list(seeds), "baseline": scale.baseline,
-        "arms": {a.label: {"config": str(a.config), "overrides": list(a.overrides)} for a in scale.arms},
+        "arms": {a.label: {"config": str(a.config), "overrides": list(a.overrides), "baseline": scale.baseline_of(a.label)}
+                 for a in scale.arms},
         "eval": {"suite": scale.eval.suite, "budget": scale.eval.budget},
         "neuroreg_version": __version__,
         "stages": [{"name": s.name, "kind": s.kind, "key": s.key, "folder": str(s.folder),
