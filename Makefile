@@ -1,5 +1,5 @@
 # neuroreg: two commands.
-#   make demo   create .venv, install neuroreg, run the quickstart fit + robustness report
+#   make demo   create .venv, install neuroreg, run the quickstart reproduction (3 arms x 3 seeds + report)
 #   make test   install the test extras and run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 .PHONY: demo test install
 
 demo: install
-	$(BIN)/neuroreg fit --config experiments/quickstart.yaml
+	$(BIN)/neuroreg repro quickstart
 
 test: install
 	$(BIN)/python -m pip install --quiet -e '.[test,nwb,netcdf-tests]'

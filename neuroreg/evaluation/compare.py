@@ -136,9 +136,11 @@ def compare(
     groups = groups_
     out = Path(out)
     panels = [("gaussian_noise", "sigma", "Gaussian noise σ"), ("pgd_linf", "epsilon", "PGD L∞ ε"), ("pgd_l2", "epsilon", "PGD L2 ε")]
-    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    # only the perturbations some run measured get a panel
+    panels = [p for p in panels if any(section_in(r, p[0]) for members in groups.values() for _, r in members)] or panels[:1]
+    fig = Figure(figsize=(4.4 * len(panels) + 0.4, 3.8), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 3, sharey=True)
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
     for ax, (section, x_key, label) in zip(axes, panels):
         for gname, members in groups.items():
             c = _curve([r for _, r in members], section, x_key)
@@ -167,6 +169,12 @@ def compare(
     _atomic_write(paths["md"], lambda f: f.write(md))
     _atomic_write(paths["html"], lambda f: f.write(html))
     return paths
+
+
+def section_in(report: dict, section: str) -> bool:
+    """Whether ``report`` measured ``section`` (a curve with at least one point)."""
+    part = report.get(section)
+    return isinstance(part, dict) and bool(part.get("accuracy"))
 
 
 def main(argv: list[str]) -> int:
