@@ -49,7 +49,6 @@ import json
 import os
 import random
 import socket
-import tempfile
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -324,22 +323,27 @@ def read_status(run_dir: Path) -> dict | None:
 
 
 def write_status(run_dir: Path, status: dict) -> Path:
-    """Write ``fit_status.json`` atomically (temp file + rename).
+    """Write ``fit_status.json`` atomically (temp file + fsync + rename).
 
     Returns:
         The status file.
     """
+    from neuroreg.evaluation.report import _atomic_write
+
     path = Path(run_dir) / STATUS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{STATUS_FILE}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(status, f, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    _atomic_write(path, lambda f: json.dump(status, f, indent=2))
     return path
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (a process of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _alive(status: dict) -> bool:
@@ -347,12 +351,9 @@ def _alive(status: dict) -> bool:
     if status.get("host") != socket.gethostname():
         return False
     try:
-        os.kill(int(status.get("pid", -1)), 0)
-    except (ProcessLookupError, ValueError, OverflowError):
+        return pid_alive(int(status.get("pid", -1)))
+    except ValueError:
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def resumable(run_dir: Path, config: dict, check_alive: bool = True) -> Path | None:

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from test_eval_cli import MODEL  # the same tiny classifier
+
 from neuroreg.cli import main
 from neuroreg.evaluation.runlog import (
     RECORD_NAME,
@@ -18,13 +20,6 @@ from neuroreg.evaluation.runlog import (
     resolve_targets,
 )
 
-MODEL = {
-    "class_path": "neuroreg.models.classifier.RegularizedClassifier",
-    "init_args": {
-        "backbone": {"class_path": "neuroreg.models.backbones.SmallResNet", "init_args": {"in_channels": 1, "widths": [4, 8]}},
-        "mean": [0.3], "std": [0.32],
-    },
-}
 DATA = {
     "class_path": "neuroreg.data.datamodules.RegularizedDataModule",
     "init_args": {"images": {"class_path": "neuroreg.data.images.Digits", "init_args": {"size": 32}},

@@ -571,14 +571,6 @@ def plot_robustness(
     return fig
 
 
-def _cell(entry: Mapping[str, Any] | None, digits: int = 3) -> str:
-    if entry is None:
-        return "–"
-    if entry.get("n", 1) < 2:
-        return f"{entry['mean']:.{digits}f}"
-    return f"{entry['mean']:.{digits}f} ± {entry['ci95']:.{digits}f}"
-
-
 def comparison_table(results: ReproResults, metrics: Sequence[str] | None = None, diff: bool = False) -> Table:
     """Metrics × arms, mean ± 95 % CI over seeds (or the paired difference to each arm's baseline).
 
@@ -593,7 +585,7 @@ def comparison_table(results: ReproResults, metrics: Sequence[str] | None = None
     Raises:
         AnalysisError: no evaluation has finished, or an unknown metric.
     """
-    from neuroreg.repro.report import is_headline, metric_label
+    from neuroreg.repro.report import is_headline, mean_ci_cell, metric_label
 
     summary = results.summary
     if summary is None:
@@ -609,7 +601,7 @@ def comparison_table(results: ReproResults, metrics: Sequence[str] | None = None
         cells = []
         for a in arms:
             entry = summary["arms"][a]["metrics"].get(n)
-            cells.append(_cell(entry.get("diff_vs_baseline") if diff and entry else entry))
+            cells.append(mean_ci_cell(entry, "diff_vs_baseline" if diff else None))
         rows.append([metric_label(n), *cells])
     n_seeds = max((len(summary["arms"][a]["seeds"]) for a in arms), default=0)
     what = "value"

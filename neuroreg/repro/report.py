@@ -159,7 +159,9 @@ def baseline_groups(summary: Mapping[str, Any]) -> OrderedDict[str, list[str]]:
     return groups
 
 
-def _cell(entry: dict[str, Any] | None, key: str | None = None) -> str:
+def mean_ci_cell(entry: Mapping[str, Any] | None, key: str | None = None) -> str:
+    """``"mean ± ci95"`` of a statistics entry (or of its ``key`` part, e.g.
+    ``"diff_vs_baseline"``); the mean alone for one value; ``"–"`` when missing."""
     if entry is None:
         return "–"
     e = entry if key is None else entry.get(key)
@@ -181,13 +183,13 @@ def tables(summary: dict[str, Any]) -> str:
           f"Mean ± 95 % CI over {n_seeds} seed(s) (t-interval). Accuracies in [0, 1]; "
           "perturbation sizes (medians) in image units.\n", head]
     for n in rows:
-        md.append(f"| {metric_label(n)} | " + " | ".join(_cell(summary["arms"][a]["metrics"].get(n)) for a in arms) + " |\n")
+        md.append(f"| {metric_label(n)} | " + " | ".join(mean_ci_cell(summary["arms"][a]["metrics"].get(n)) for a in arms) + " |\n")
     for baseline, others in baseline_groups(summary).items():
         md.append(f"\nPaired difference to the baseline arm `{baseline}` (same seed), mean ± 95 % CI; "
                   "an interval that contains 0 is no evidence of a difference.\n\n")
         md.append("| metric | " + " | ".join(others) + " |\n|---|" + "---|" * len(others) + "\n")
         for n in rows:
-            md.append(f"| {metric_label(n)} | " + " | ".join(_cell(summary["arms"][a]["metrics"].get(n), "diff_vs_baseline") for a in others) + " |\n")
+            md.append(f"| {metric_label(n)} | " + " | ".join(mean_ci_cell(summary["arms"][a]["metrics"].get(n), "diff_vs_baseline") for a in others) + " |\n")
     md.append("\nSanity checks of the evaluations (`report.json` → `sanity`): ")
     failures = [(a, f) for a in arms for f in summary["arms"][a].get("sanity_failed", [])]
     if not failures:

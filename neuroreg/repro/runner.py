@@ -268,7 +268,7 @@ def plan(
     twins: dict[str, Stage] = {}
     targets: dict[str, Stage] = {}
     arm_targets: dict[str, Stage | None] = {}
-    resolved: dict[tuple[str, int], dict[str, Any]] = {}
+    resolved: dict[str, dict[str, Any]] = {}  # arm -> its resolved config
     arms = sorted(scale.arms, key=lambda a: a.label not in scale.baselines)  # baseline arms first
     for arm in arms:
         base_overrides = [*scale.overrides, *arm.overrides]
@@ -293,14 +293,13 @@ def plan(
             arm_targets[arm.label] = targets[key]
         else:
             arm_targets[arm.label] = None
-        for seed in seeds:
-            resolved[(arm.label, seed)] = cfg
+        resolved[arm.label] = cfg
     stages += list(twins.values()) + list(targets.values())
 
     fits: dict[tuple[str, int], Stage] = {}
     for seed in seeds:
         for arm in arms:
-            cfg = json.loads(json.dumps(resolved[(arm.label, seed)]))
+            cfg = json.loads(json.dumps(resolved[arm.label]))
             cfg["seed_everything"] = seed
             for k in _SKIP_KEYS:
                 _drop(cfg, k)
@@ -390,9 +389,6 @@ def run_stages(
                 write_json(stage.done_path, {**result, "stage": stage.name, "key": stage.key, "wall_s": round(time.time() - t0, 2),
                                              "host": socket.gethostname()})
                 echo(f"neuroreg repro: done {stage.name} in {time.time() - t0:.1f} s")
-            except KeyboardInterrupt:
-                stage.release()
-                raise
             except Exception as err:  # a failed stage must not stop the others
                 write_json(stage.folder / FAILED, {"stage": stage.name, "error": f"{type(err).__name__}: {err}",
                                                     "traceback": traceback.format_exc()})

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -33,16 +32,10 @@ FAILED = "failed.json"
 
 
 def write_json(path: Path, payload: Any) -> Path:
-    """Write ``payload`` as JSON to ``path`` atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True, default=str)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write ``payload`` as JSON to ``path`` atomically (temp file + fsync + rename)."""
+    from neuroreg.evaluation.report import _atomic_write
+
+    _atomic_write(path, lambda f: json.dump(payload, f, indent=2, sort_keys=True, default=str))
     return path
 
 
@@ -85,16 +78,6 @@ def content_key(*parts: Any) -> str:
 
     text = json.dumps([__version__, *parts], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -147,7 +130,9 @@ class Stage:
             return False
         if age > stale_after:
             return False
-        if info.get("host") == socket.gethostname() and not _pid_alive(int(info.get("pid", -1))):
+        from neuroreg.resume import pid_alive
+
+        if info.get("host") == socket.gethostname() and not pid_alive(int(info.get("pid", -1))):
             return False
         return True
 
