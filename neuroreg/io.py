@@ -1,0 +1,104 @@
+"""File helpers shared by every package: atomic writes and file hashing.
+
+A file neuroreg writes (a report, a recording, a TargetSet, a lock file, a status file) is
+written to a temporary file in the target directory, flushed to disk and moved into place
+with ``os.replace``: a reader sees either the previous file or the complete new one, never
+a partial one, and a failed write leaves nothing behind. Files get the permissions of a
+plainly created one (``0666`` under the process umask), so a cache shared by a group stays
+readable by it.
+
+>>> import tempfile, pathlib
+>>> out = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+>>> atomic_write(out, lambda f: f.write("hello"))
+>>> out.read_text(), file_hash(out)[:12]
+('hello', '2cf24dba5fb0')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+_BLOCK = 1 << 20
+
+
+def umask_mode(mode: int = 0o666) -> int:
+    """``mode`` under the process umask (``tempfile`` itself creates 0600 files)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success fsync it and move it onto ``path``.
+
+    For writers that need a file name rather than a file object (h5py, ``savefig``). The
+    temporary file exists (empty) when the block starts. On any exception it is removed
+    and the exception re-raised; ``path`` is left as it was.
+
+    Raises:
+        OSError: the directory cannot be created or written (e.g. ``ENOSPC``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
+    try:
+        os.close(fd)
+        os.chmod(tmp, umask_mode(0o666))
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], Any], mode: str = "w") -> None:
+    """Call ``write(file)`` on a temporary file next to ``path``, fsync, then ``os.replace``.
+
+    Args:
+        path: the final file.
+        write: called once with the open temporary file.
+        mode: ``"w"`` (text) or ``"wb"`` (bytes).
+
+    Raises:
+        Whatever ``write`` raises, or ``OSError`` from the file system; the temporary file
+        is removed and ``path`` left as it was.
+    """
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def file_hash(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (``hashlib`` algorithm name), read in 1 MiB blocks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_BLOCK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_blob_id(path: str | os.PathLike[str]) -> str:
+    """The git blob id of a file: sha1 over ``b"blob <size>\\0"`` and the bytes.
+
+    This is the checksum a git host publishes for every file of a repository, so a file
+    whose sha256 was never published can still be verified against the blob id of the
+    commit it was taken from.
+    """
+    h = hashlib.sha1()
+    h.update(f"blob {os.path.getsize(path)}\0".encode())
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_BLOCK), b""):
+            h.update(block)
+    return h.hexdigest()
