@@ -1,5 +1,8 @@
 """Batch-statistics regularizers under Lightning DDP (2 CPU processes, gloo) equal the
-single-process loss and gradient on the concatenated batch."""
+single-process loss and gradient on the concatenated batch.
+
+Every regularizer (and option) of neuroreg.regularizers that uses batch statistics is
+found by tests/_regularizers.py and checked in one DDP run."""
 
 from pathlib import Path
 
@@ -9,26 +12,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from neuroreg.regularizers import (
-    CKARegularizer,
-    DCCARegularizer,
-    RSARegularizer,
-    SimilarityRegularizer,
-    SpectralRegularizer,
-)
+from _regularizers import cases
+
+GATHERING = [case for case in cases() if case.cls.uses_batch_statistics]
 
 
 def make_regularizers():
-    torch.manual_seed(0)
-    dcca = DCCARegularizer(["x"], dim=3)
-    dcca.build({"x": (10,)}, 5)
-    return nn.ModuleDict({
-        "similarity": SimilarityRegularizer(["x"]),
-        "rsa": RSARegularizer(["x"]),
-        "cka": CKARegularizer(["x"]),
-        "dcca": dcca,
-        "spectral": SpectralRegularizer(["x"], tau=2),
-    })
+    # ModuleDict keys may not contain "."; the case ids do not
+    return nn.ModuleDict({case.id: case.build(feature_shape=(10,), neurons=5, dim=3) for case in GATHERING})
+
+
+def test_every_batch_statistics_regularizer_is_checked():
+    names = {case.cls.__name__ for case in GATHERING}
+    assert {"SimilarityRegularizer", "RSARegularizer", "CKARegularizer", "DCCARegularizer", "SpectralRegularizer"} <= names
 
 
 def losses(net, regs, x, t):
