@@ -27,10 +27,14 @@ class FeatureTaps:
         LayerNotFoundError: naming the missing layer and listing the available ones.
 
     Example:
+        >>> backbone = nn.Sequential()
+        >>> backbone.add_module("layer1", nn.Conv2d(3, 8, 3, padding=1))
+        >>> backbone.add_module("layer2", nn.Conv2d(8, 16, 3, stride=2, padding=1))
         >>> taps = FeatureTaps(backbone, ["layer1"])
         >>> with taps.capture() as feats:
-        ...     backbone(x)
+        ...     _ = backbone(torch.randn(2, 3, 32, 32))
         >>> feats["layer1"].shape  # [batch, channels, h, w]
+        torch.Size([2, 8, 32, 32])
     """
 
     def __init__(self, model: nn.Module, layers: list[str]):

@@ -234,7 +234,7 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, unbiased: bool = False) -> torc
 
     Example:
         >>> x = torch.randn(32, 10)
-        >>> float(linear_cka(x, 3.0 * x))
+        >>> round(float(linear_cka(x, 3.0 * x)), 4)
         1.0
     """
     x, y = _flatten(x, "x"), _flatten(y, "y")

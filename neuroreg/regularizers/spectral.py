@@ -130,7 +130,8 @@ class SpectralSlopeRegularizer(_SpectrumBase):
 
     Example:
         >>> reg = SpectralSlopeRegularizer(["layer1"], alpha=1.0, n_min=2)
-        >>> float(reg({"layer1": torch.randn(64, 100)}, None)["alpha_fit"]) < 1.0
+        >>> white = torch.randn(256, 100)  # white noise: a flatter spectrum than 1/n
+        >>> float(reg({"layer1": white}, None)["alpha_fit"]) < 1.0
         True
     """
 
