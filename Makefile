@@ -1,18 +1,23 @@
 # neuroreg: two commands.
 #   make demo   create .venv, install neuroreg, run the quickstart reproduction (3 arms x 3 seeds + report)
-#   make test   install the test extras and run the test suite
+#   make test   install the test extras, lint (ruff) and run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install
+.PHONY: demo test lint test-install install
 
 demo: install
 	$(BIN)/neuroreg repro quickstart
 
-test: install
-	$(BIN)/python -m pip install --quiet -e '.[test,nwb,netcdf-tests]'
+test: test-install lint
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q
+
+lint: test-install
+	$(BIN)/python -m ruff check .
+
+test-install: install
+	$(BIN)/python -m pip install --quiet -e '.[test,nwb,netcdf-tests]'
 
 install: $(VENV)/.installed
 

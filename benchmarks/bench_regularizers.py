@@ -37,7 +37,7 @@ TARGETS = {"similarity": 1.15, "rsa": 1.15, "cka": 1.15, "dcca": 1.15, "spectral
 def configurations() -> dict:
     """name -> factory of the regularizer dict (layers as in the experiment configs)."""
     return {
-        "plain": lambda: {},
+        "plain": dict,
         "similarity": lambda: {"r": SimilarityRegularizer(["layer1", "layer2"])},
         "rsa": lambda: {"r": RSARegularizer(["layer2"])},
         "cka": lambda: {"r": CKARegularizer(["layer3"])},

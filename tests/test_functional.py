@@ -140,17 +140,18 @@ def naive_cka(x, y):
     y = np.asarray(y, np.float64).reshape(len(y), -1)
     n = len(x)
     h = np.eye(n) - np.ones((n, n)) / n
-    k, l = h @ x @ x.T @ h, h @ y @ y.T @ h
-    return np.trace(k @ l) / np.sqrt(np.trace(k @ k) * np.trace(l @ l))
+    gk, gl = h @ x @ x.T @ h, h @ y @ y.T @ h
+    return np.trace(gk @ gl) / np.sqrt(np.trace(gk @ gk) * np.trace(gl @ gl))
 
 
-def naive_unbiased_hsic(k, l):
-    n = len(k)
-    k, l = k.copy(), l.copy()
-    np.fill_diagonal(k, 0)
-    np.fill_diagonal(l, 0)
+def naive_unbiased_hsic(gk, gl):
+    n = len(gk)
+    gk, gl = gk.copy(), gl.copy()
+    np.fill_diagonal(gk, 0)
+    np.fill_diagonal(gl, 0)
     one = np.ones(n)
-    return (np.trace(k @ l) + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2)) - 2 / (n - 2) * one @ k @ l @ one) / (n * (n - 3))
+    return (np.trace(gk @ gl) + (one @ gk @ one) * (one @ gl @ one) / ((n - 1) * (n - 2))
+            - 2 / (n - 2) * one @ gk @ gl @ one) / (n * (n - 3))
 
 
 @settings(max_examples=30, deadline=None)
@@ -171,8 +172,8 @@ def test_unbiased_cka_matches_naive_u_statistic():
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(10, 4)), rng.normal(size=(10, 6))
     xc, yc = x - x.mean(0), y - y.mean(0)
-    k, l = xc @ xc.T, yc @ yc.T
-    ref = naive_unbiased_hsic(k, l) / np.sqrt(naive_unbiased_hsic(k, k) * naive_unbiased_hsic(l, l))
+    gk, gl = xc @ xc.T, yc @ yc.T
+    ref = naive_unbiased_hsic(gk, gl) / np.sqrt(naive_unbiased_hsic(gk, gk) * naive_unbiased_hsic(gl, gl))
     assert float(F.linear_cka(torch.from_numpy(x), torch.from_numpy(y), unbiased=True)) == pytest.approx(ref, rel=1e-9)
     q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
     assert float(F.linear_cka(torch.from_numpy(2 * x @ q), torch.from_numpy(y), unbiased=True)) == pytest.approx(ref, rel=1e-9)

@@ -114,7 +114,7 @@ def rdms(features: Mapping[str, np.ndarray], metric: str = "correlation") -> dic
     (:func:`neuroreg.regularizers.functional.rdm`)."""
     from neuroreg.regularizers.functional import rdm
 
-    return {l: rdm(torch.as_tensor(f, dtype=torch.float64), metric=metric).numpy() for l, f in features.items()}
+    return {layer: rdm(torch.as_tensor(f, dtype=torch.float64), metric=metric).numpy() for layer, f in features.items()}
 
 
 @dataclass(frozen=True)
@@ -255,8 +255,8 @@ def alpha_table(spectra: Mapping[str, Sequence[Mapping[str, Spectrum]]]) -> Tabl
     rows = []
     for arm, per_seed in spectra.items():
         cells = []
-        for l in layers:
-            m, h = t_interval([s[l].alpha for s in per_seed])
+        for layer in layers:
+            m, h = t_interval([s[layer].alpha for s in per_seed])
             cells.append(f"{m:.2f}" if len(per_seed) < 2 else f"{m:.2f} ± {h:.2f}")
         rows.append([arm, *cells])
     first = next(iter(spectra.values()))[0][layers[0]]

@@ -120,7 +120,7 @@ class RegularizedClassifier(pl.LightningModule):
         self.neural_bn = neural_bn
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        layers = [l for reg in self.regularizers.values() for l in reg.layers]
+        layers = [layer for reg in self.regularizers.values() for layer in reg.layers]
         self.taps = FeatureTaps(self.backbone, layers)
         self._built_size: int | None = None
         if image_size is not None:
@@ -155,7 +155,7 @@ class RegularizedClassifier(pl.LightningModule):
         """Create shape-dependent regularizer parts from a dry forward pass (once)."""
         if self._built_size is not None:
             return
-        for name, reg in self.regularizers.items():
+        for name in self.regularizers:
             src = self.source_of(name)
             if src is not None and src not in self.num_neurons:
                 raise ValueError(
@@ -171,7 +171,7 @@ class RegularizedClassifier(pl.LightningModule):
         shapes = {k: tuple(v.shape[1:]) for k, v in feats.items()}
         for name, reg in self.regularizers.items():
             src = self.source_of(name)
-            reg.build({l: shapes[l] for l in reg.layers}, self.num_neurons.get(src, 0) if src else 0)
+            reg.build({layer: shapes[layer] for layer in reg.layers}, self.num_neurons.get(src, 0) if src else 0)
         self._built_size = int(image_size)
         self.hparams["image_size"] = int(image_size)
 
@@ -238,7 +238,7 @@ class RegularizedClassifier(pl.LightningModule):
             if targets is not None:
                 self._check_targets(src, targets)
                 mask = ~torch.isnan(targets)
-            terms = reg({l: feats[l] for l in reg.layers}, targets, mask, context=context)
+            terms = reg({layer: feats[layer] for layer in reg.layers}, targets, mask, context=context)
             w = reg.loss_weight(terms["loss"], context)
             total = total + w * terms["loss"]
             for term, value in terms.items():

@@ -184,7 +184,7 @@ class Regularizer(nn.Module):
 
 
 def check_layers(reg: Regularizer, features: dict[str, torch.Tensor]) -> None:
-    missing = [l for l in reg.layers if l not in features]
+    missing = [layer for layer in reg.layers if layer not in features]
     if missing:
         raise KeyError(f"features: expected layers {reg.layers}, missing {missing}")
 

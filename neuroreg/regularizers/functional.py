@@ -187,19 +187,19 @@ def _gram(x: torch.Tensor) -> torch.Tensor:
     return gram(_centre(_flatten(x, "x")))
 
 
-def _hsic_biased(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
-    # k, l are Gram matrices of column-centred data, hence already double-centred.
-    return (k * l).sum()
+def _hsic_biased(gk: torch.Tensor, gl: torch.Tensor) -> torch.Tensor:
+    # gk, gl are Gram matrices of column-centred data, hence already double-centred.
+    return (gk * gl).sum()
 
 
-def _hsic_unbiased(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
-    n = k.shape[0]
-    eye = torch.eye(n, dtype=torch.bool, device=k.device)
-    k = k.masked_fill(eye, 0.0)
-    l = l.masked_fill(eye, 0.0)
-    kl = (k * l).sum()
-    ks, ls = k.sum(), l.sum()
-    cross = (k.sum(0) * l.sum(0)).sum()  # 1ᵀ K L 1
+def _hsic_unbiased(gk: torch.Tensor, gl: torch.Tensor) -> torch.Tensor:
+    n = gk.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=gk.device)
+    gk = gk.masked_fill(eye, 0.0)
+    gl = gl.masked_fill(eye, 0.0)
+    kl = (gk * gl).sum()
+    ks, ls = gk.sum(), gl.sum()
+    cross = (gk.sum(0) * gl.sum(0)).sum()  # 1ᵀ K L 1
     return (kl + ks * ls / ((n - 1) * (n - 2)) - 2.0 * cross / (n - 2)) / (n * (n - 3))
 
 
@@ -243,9 +243,9 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, unbiased: bool = False) -> torc
     need = 4 if unbiased else 2
     if x.shape[0] < need:
         raise ValueError(f"batch size: linear CKA ({'unbiased' if unbiased else 'biased'}) needs >= {need} images, found {x.shape[0]}")
-    k, l = _gram(x), _gram(y)
+    gx, gy = _gram(x), _gram(y)
     hsic = _hsic_unbiased if unbiased else _hsic_biased
-    kl, kk, ll = hsic(k, l), hsic(k, k), hsic(l, l)
+    kl, kk, ll = hsic(gx, gy), hsic(gx, gx), hsic(gy, gy)
     return kl / (kk.clamp_min(0) * ll.clamp_min(0)).sqrt().clamp_min(_EPS)
 
 

@@ -67,13 +67,13 @@ class SimilarityRegularizer(Regularizer):
         targets, mask = nan_mask(targets, mask)
         s_neural = F.cosine_similarity_matrix(targets, mask)
         w = torch.softmax(self.layer_logits, dim=0)
-        s_model = sum(w[i] * F.cosine_similarity_matrix(features[l]) for i, l in enumerate(self.layers))
+        s_model = sum(w[i] * F.cosine_similarity_matrix(features[layer]) for i, layer in enumerate(self.layers))
         loss = F.similarity_loss(s_model, s_neural, self.clamp)
         with torch.no_grad():
             a, b = F.offdiagonal(s_model), F.offdiagonal(s_neural)
             a, b = a - a.mean(), b - b.mean()
             corr = (a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12)
         out = {"loss": loss, "neural_model_corr": corr}
-        for i, l in enumerate(self.layers):
-            out[f"layer_weight/{l}"] = w[i].detach()
+        for i, layer in enumerate(self.layers):
+            out[f"layer_weight/{layer}"] = w[i].detach()
         return out

@@ -121,14 +121,14 @@ class Stacked2dCore(nn.Module):
         self.final_nonlinearity = final_nonlinearity
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
-        for l in range(layers):
-            if l == 0:
+        for i in range(layers):
+            if i == 0:
                 c_in, k, pad = in_channels, input_kernel, input_kernel // 2 if pad_input else 0
             else:
-                reads = channels[max(0, l - skip) : l] if skip > 0 else [channels[l - 1]]
+                reads = channels[max(0, i - skip) : i] if skip > 0 else [channels[i - 1]]
                 c_in, k, pad = sum(reads), hidden_kernel, hidden_kernel // 2
-            self.convs.append(nn.Conv2d(c_in, channels[l], k, padding=pad, bias=not batch_norm))
-            self.norms.append(nn.BatchNorm2d(channels[l]) if batch_norm else nn.Identity())
+            self.convs.append(nn.Conv2d(c_in, channels[i], k, padding=pad, bias=not batch_norm))
+            self.norms.append(nn.BatchNorm2d(channels[i]) if batch_norm else nn.Identity())
         self.out_channels = sum(channels[-final_layers:])
         for conv in self.convs:
             nn.init.xavier_normal_(conv.weight)
@@ -141,15 +141,15 @@ class Stacked2dCore(nn.Module):
             raise ValueError(f"Stacked2dCore: input: expected [batch, {self.in_channels}, H, W], found {tuple(x.shape)}")
         outputs: list[torch.Tensor] = []
         last = len(self.convs) - 1
-        for l, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            if l == 0:
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            if i == 0:
                 inp = x
             elif self.skip > 0:
-                inp = torch.cat(outputs[max(0, l - self.skip) : l], dim=1)
+                inp = torch.cat(outputs[max(0, i - self.skip) : i], dim=1)
             else:
                 inp = outputs[-1]
             y = norm(conv(inp))
-            if l < last or self.final_nonlinearity:
+            if i < last or self.final_nonlinearity:
                 y = F.elu(y)
             outputs.append(y)
         return torch.cat(outputs[-self.final_layers :], dim=1)
