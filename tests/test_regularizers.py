@@ -34,7 +34,7 @@ TASK = StepContext(task_loss=torch.tensor(2.0))
 def run(reg, feats, targets, mask=None, context=TASK, seed=0):
     """``reg``'s outputs, with the random draws of a training-mode readout fixed by ``seed``."""
     torch.manual_seed(seed)
-    return reg({"x": feats}, targets if reg.needs_targets else None, mask, context=context)
+    return reg({"x": feats}, targets, mask, context=context)
 
 
 def nan_targets(batch=16, neurons=20, seed=0):

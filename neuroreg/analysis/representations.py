@@ -146,6 +146,12 @@ def spectrum(features: np.ndarray, n_min: int = 1, n_max: int | None = None) -> 
     Raises:
         ValueError: a fit range outside the spectrum (from
             :func:`~neuroreg.regularizers.functional.power_law_fit`).
+
+    Example:
+        >>> features = np.random.default_rng(0).normal(size=(500, 50)) * np.arange(1, 51) ** -0.5
+        >>> s = spectrum(features)  # variances 1/n: a power law with exponent 1
+        >>> s.eigenvalues.shape, s.n_max, round(s.alpha, 1)
+        ((50,), 24, 1.0)
     """
     from neuroreg.regularizers.functional import eigenspectrum, power_law_fit
 

@@ -176,6 +176,12 @@ def feature_to_image(xy: np.ndarray, feature_size: Sequence[int], input_size: Se
 
     Returns:
         ``[K, 2]`` (x, y) = (column, row) in image pixels.
+
+    Example:
+        >>> xy = np.array([[0.0, 0.0], [3.0, 1.0]])  # on a 4 × 4 map of a 16 × 16 input
+        >>> feature_to_image(xy, (4, 4), (16, 16), (16, 16))  # centre of each 4 × 4 cell
+        array([[ 1.5,  1.5],
+               [13.5,  5.5]])
     """
     xy = np.asarray(xy, dtype=np.float64)
     (fh, fw), (H, W), (h, w) = (tuple(int(v) for v in s) for s in (feature_size, input_size, image_size))

@@ -39,6 +39,11 @@ class SmallResNet(nn.Module):
         in_channels: image channels (1 for grey, 3 for RGB).
         widths: channels of each stage; stage ``i`` (from 2 on) halves the resolution.
         blocks: residual blocks per stage (one int for all, or one per stage).
+
+    Example:
+        >>> net = SmallResNet(in_channels=1, widths=[8, 16])
+        >>> net(torch.randn(2, 1, 32, 32)).shape, net.layer2(net.layer1(net.stem(torch.randn(2, 1, 32, 32)))).shape
+        (torch.Size([2, 16]), torch.Size([2, 16, 16, 16]))
     """
 
     def __init__(self, in_channels: int = 1, widths: list[int] = (16, 32, 64), blocks: int | list[int] = 1):
