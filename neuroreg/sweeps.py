@@ -8,126 +8,106 @@ without one, ``neuroreg sweep expand`` prints the command lines the agent would 
 ``neuroreg sweep run FILE --index I`` runs one point in this process (a SLURM array, a
 test).
 
-Expansion follows wandb's own code, so a point runs here as it runs under the agent:
+This module is an adapter: wandb's ``sweeps`` library searches and wandb's agent code
+writes the command line. What it adds is what they lack:
 
-- **Parameters** (wandb's ``sweeps`` library, ``HyperParameterSet.from_config``) are
-  visited in sorted name order, nested ``parameters`` blocks sorted at each level. A
-  nested block becomes one dict-valued top-level parameter, its keys sorted. A point
-  (a run config, ``HyperParameterSet.to_config``) lists the plain parameters, then the
-  nested blocks, each in sorted order; its flags follow that order.
-- **Grid** (``grid_search_next_runs``): the Cartesian product of every parameter's
-  values, the first parameter (in that order) varying slowest; ``int_uniform`` is
-  ``min..max`` inclusive, ``q_uniform`` is ``numpy.arange(min, max, q)`` (``max``
-  excluded); repeated values count once.
-- **Random** draws each parameter independently from its distribution (the formulas
-  of ``HyperParameter.ppf``: ``q_*`` rounds to a multiple of ``q`` and is an ``int``
-  when ``q`` is one). wandb's server draws without a seed; here point ``i`` of seed
-  ``s`` is drawn from ``numpy.random.default_rng([s, i])``, so any point can be
-  rebuilt alone. **Bayes** needs the results of earlier runs, which only a W&B server
-  has; expanded here, its points are random draws from the same priors.
-- **Command** (wandb's ``Agent._command_run`` and
-  ``wandb.sdk.launch.sweeps.utils.create_sweep_command_args``): ``${envvar:NAME}`` is
-  replaced inside any entry by ``$NAME`` (or ``NAME`` when unset); an entry that is a
-  whole macro ``${…}`` is replaced by a list, any other entry is kept. Per top-level
-  parameter ``name`` with value ``v`` (formatted with Python's ``str``, so ``True``,
-  ``0.001``, ``1e-05``, ``['layer1', 'layer2']``, ``{'lr': 0.01}``):
+- **Errors that name the file and the field.** The file is checked against the
+  ``sweeps`` JSON schema, top-level fields first, then each parameter against the
+  schema of its own distribution (``sweeps.config.schema.fill_parameter`` picks it),
+  so an error says ``FILE: field 'parameters.w.min': …`` rather than "not valid under
+  any of the given schemas". Checked here as well: the ``command`` macros, ``min <
+  max`` and the probabilities at every nesting level, a grid's distributions, a bayes
+  sweep's metric, and ``null`` values (the agent writes ``None`` as the text ``None``,
+  which the Lightning CLI does not read as null). ``run_cap``, ``job``, ``image_uri``
+  and ``metric.impute_while_running`` are W&B fields newer than the schema of
+  ``sweeps`` 0.2 (0.3 caps numpy below 2).
+- **A seeded random draw.** Grid points are ``sweeps.grid_search.grid_search_next_runs``
+  in order. A random point is each parameter's ``HyperParameter.ppf`` of one uniform
+  draw, as ``HyperParameter.sample`` does, but the draws (one per parameter, in sorted
+  name order) come from ``numpy.random.default_rng([seed, index])`` instead of
+  Python's unseeded ``random``, so point ``index`` of seed ``seed`` can be rebuilt
+  alone. **Bayes** needs the results of earlier runs, which only a W&B server has;
+  expanded here, its points are random draws from the same priors.
+- **The command.** ``wandb.sdk.launch.sweeps.utils.create_sweep_command`` (``${envvar:NAME}``)
+  and ``create_sweep_command_args`` (``${args}`` = ``--name=value``,
+  ``${args_no_hyphens}`` = ``name=value``, …, each value written with Python's
+  ``str``); an entry that is a whole macro ``${…}`` becomes its list, as in
+  ``wandb_agent.Agent._command_run``, with ``${env}`` = ``/usr/bin/env`` (nothing on
+  Windows), ``${interpreter}`` = ``python`` and ``${program}`` = the ``program`` field.
+  ``${args_json_file}`` and ``${args_dict}`` are not supported.
 
-  - ``${env}``: ``/usr/bin/env`` (nothing on Windows); ``${interpreter}``: ``python``;
-    ``${program}``: the ``program`` field;
-  - ``${args}``: ``--name=v``; ``${args_no_hyphens}``: ``name=v``;
-    ``${args_no_equals}``: ``--name``, ``v``; ``${args_append_hydra}``: ``+name=v``;
-    ``${args_override_hydra}``: ``++name=v``;
-  - ``${args_no_boolean_flags}``: ``--name`` for ``True``, nothing for ``False``, else
-    ``--name=v``;
-  - ``${args_json}``: one entry, ``json.dumps({name: v, …})``.
-
-  The Lightning CLI reads ``v`` as YAML, so these forms reach the config as the
-  values written in the sweep file. ``None`` cannot: the agent writes it as the text
-  ``None``, so a ``null`` value is rejected when the file is loaded. ``${args_json_file}``
-  (a file the agent names after its run id) is not supported.
+A point is ``{top-level name: value}``: the plain parameters, then the nested blocks
+(one dict each), as ``HyperParameterSet.to_config`` makes it; its flags follow that order.
 
 Example:
-    >>> sweep = load_sweep("experiments/sweeps/similarity_weight.yaml")  # doctest: +SKIP
-    >>> sweep.command(sweep.point(0))  # doctest: +SKIP
-    ['/usr/bin/env', 'neuroreg', 'fit', '--config', 'experiments/quickstart.yaml', ...]
+    >>> sweep = Sweep.from_dict({"method": "grid", "parameters": {"seed_everything": {"values": [0, 1]},
+    ...     "model.init_args.lr": {"values": [0.01, 0.1]}}, "command": ["${env}", "neuroreg", "fit", "${args}"]})
+    >>> sweep.size, sweep.point(1)
+    (4, {'model.init_args.lr': 0.01, 'seed_everything': 1})
+    >>> sweep.cli_args(sweep.point(1))
+    ['fit', '--model.init_args.lr=0.01', '--seed_everything=1']
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
+import copy
 import os
 import platform
 import re
 import shlex
 import sys
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import numpy as np
 import yaml
-
-#: wandb's default command, used when a sweep file has none
-DEFAULT_COMMAND = ("${env}", "${interpreter}", "${program}", "${args}")
-
-#: top-level fields of wandb's sweep schema (``sweeps/config/schema.json``)
-SWEEP_FIELDS = (
-    "apiVersion", "command", "controller", "description", "early_terminate", "entity", "image_uri", "job",
-    "kind", "method", "metric", "metrics", "name", "parameters", "program", "project", "run_cap", "scheduler",
+from wandb.sdk.launch.sweeps.utils import (
+    DEFAULT_SWEEP_COMMAND,
+    SWEEP_COMMAND_ENV_VAR_REGEX,
+    create_sweep_command,
+    create_sweep_command_args,
 )
+
+with warnings.catch_warnings():  # sweeps 0.2 declares its pydantic model in the v1 style
+    warnings.filterwarnings("ignore", message=r"(?s).*(class-based `config`|Valid config keys have changed)")
+    from sweeps.config.schema import (
+        dereferenced_sweep_config_jsonschema,
+        fill_parameter,
+        format_checker,
+        sweep_config_jsonschema,
+        validate_categorical_prob,
+    )
+    from sweeps.grid_search import grid_search_next_runs
+    from sweeps.params import PARAM_DEPRECATION_MAP, HyperParameter, HyperParameterSet
+
 METHODS = ("grid", "random", "bayes")
-GOALS = ("minimize", "maximize")
-METRIC_FIELDS = ("name", "goal", "target", "impute", "impute_while_running")
-
-_ARG_MACROS = (
-    "args", "args_no_equals", "args_no_hyphens", "args_no_boolean_flags", "args_json",
-    "args_append_hydra", "args_override_hydra",
-)
-#: macros an entry of ``command`` may be
-MACROS = ("env", "interpreter", "program", *_ARG_MACROS)
-_UNSUPPORTED_MACROS = {
+#: W&B sweep fields newer than the schema of sweeps 0.2
+NEWER_FIELDS = {
+    "run_cap": {"type": "integer", "exclusiveMinimum": 0},
+    "job": {"type": "string"},
+    "image_uri": {"type": "string"},
+}
+NEWER_METRIC_FIELDS = {"impute_while_running": {"type": "string", "enum": ["latest", "best", "worst", "false"]}}
+#: kinds of ``HyperParameter`` a grid accepts (those ``grid_search_next_runs`` accepts)
+GRID_KINDS = (HyperParameter.CONSTANT, HyperParameter.CATEGORICAL, HyperParameter.INT_UNIFORM, HyperParameter.Q_UNIFORM)
+#: macros that name things the agent makes for its own run
+UNSUPPORTED_MACROS = {
     "args_json_file": "it names a file the agent writes for its run id",
     "args_dict": "wandb's agent expands it into the parameter names alone",
 }
-_ENVVAR = re.compile(r"\$\{envvar\:([A-Z0-9_]*)\}")  # wandb's SWEEP_COMMAND_ENV_VAR_REGEX
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")  # wandb's parameter name pattern
-
-#: distribution -> (required fields, optional fields with defaults), as in wandb's schema
-DISTRIBUTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
-    "constant": (("value",), {}),
-    "categorical": (("values",), {}),
-    "categorical_w_probabilities": (("values", "probabilities"), {}),
-    "int_uniform": (("min", "max"), {}),
-    "uniform": (("min", "max"), {}),
-    "q_uniform": (("min", "max"), {"q": 1.0}),
-    "log_uniform_values": (("min", "max"), {}),
-    "inv_log_uniform_values": (("min", "max"), {}),
-    "q_log_uniform_values": (("min", "max"), {"q": 1.0}),
-    "normal": ((), {"mu": 0.0, "sigma": 1.0}),
-    "q_normal": ((), {"mu": 0.0, "sigma": 1.0, "q": 1.0}),
-    "log_normal": ((), {"mu": 0.0, "sigma": 1.0}),
-    "q_log_normal": ((), {"mu": 0.0, "sigma": 1.0, "q": 1.0}),
-    "beta": ((), {"a": 1.0, "b": 1.0}),
-    "q_beta": ((), {"a": 1.0, "b": 1.0, "q": 1.0}),
-}
-#: distributions wandb's server rejects as deprecated (min/max are base-e exponents)
-DEPRECATED = {"log_uniform": "log_uniform_values", "inv_log_uniform": "inv_log_uniform_values",
-              "q_log_uniform": "q_log_uniform_values"}
-#: distributions a grid accepts
-GRID_DISTRIBUTIONS = ("constant", "categorical", "int_uniform", "q_uniform")
 
 
 class SweepError(ValueError):
     """A sweep file that wandb would reject or that neuroreg cannot run."""
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
+# ---------------------------------------------------------------------- validation
 def _found(x: Any) -> str:
     """How a found value is shown in an error, with a hint for YAML 1.1's exponent trap."""
     text = repr(x)
@@ -140,16 +120,97 @@ def _found(x: Any) -> str:
     return text
 
 
+def _field(where: str, path: Any) -> str:
+    """``where`` followed by a schema error's path: ``metric.goal``, ``command[2]``."""
+    for p in path:
+        where = f"{where}[{p}]" if isinstance(p, int) else f"{where}.{p}" if where else str(p)
+    return where
+
+
+def _explain(error: jsonschema.ValidationError, where: str, takes: str = "") -> tuple[str, str]:
+    """``(field, what was expected and found)`` of a schema error at ``where``.
+
+    Args:
+        error: from a validator run on the value at ``where``.
+        where: the dotted field of that value (``''`` for the whole file).
+        takes: for a parameter, ``"distribution NAME"``; unknown keys are then named on
+            the parameter rather than as fields of their own.
+    """
+    if error.context:  # anyOf / oneOf: the error of the alternative that came closest
+        return _explain(jsonschema.exceptions.best_match(error.context), where, takes)
+    here, kind, value, found = _field(where, error.absolute_path), error.validator, error.validator_value, error.instance
+    if kind == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        extra = sorted(set(found) - set(allowed))
+        if takes:
+            return here, f"{takes} takes {', '.join(allowed)}, found unexpected {extra}"
+        what = "a wandb sweep field" if not here else f"a field of '{here}'"
+        return _field(here, [extra[0]]), f"not {what}; expected one of {', '.join(allowed)}"
+    if kind == "required":
+        missing = [k for k in value if k not in found]
+        return _field(here, [missing[0]]), "missing" + (f" ({takes} needs {', '.join(value)})" if takes else "")
+    if kind == "enum":
+        return here, f"expected one of {', '.join(map(str, value))}, found {found!r}"
+    if kind in ("type", "format"):
+        names = {"number": "a number", "integer": "an integer", "float": "a float", "string": "a string",
+                 "array": "a list", "object": "a mapping", "boolean": "true or false"}
+        return here, f"expected {names.get(value, value)}, found {_found(found)}"
+    if kind in ("exclusiveMinimum", "minimum"):
+        op = ">" if kind == "exclusiveMinimum" else ">="
+        key = error.absolute_path[-1] if error.absolute_path else "it"
+        return here, f"{takes + ' ' if takes else ''}needs {key} {op} {value:g}, found {found!r}"
+    if kind in ("minItems", "minProperties"):
+        return here, f"expected a non-empty {'list' if kind == 'minItems' else 'mapping'}, found {found!r}"
+    if kind == "pattern":
+        return here, f"names must match {value}, found {found!r}"
+    return here, error.message
+
+
+def _raise_first(source: str, validator: jsonschema.Draft7Validator, value: Any, where: str, takes: str = "") -> None:
+    errors = sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        here, text = _explain(errors[0], where, takes)
+        raise SweepError(f"{source}: field '{here}': {text}")
+
+
+@cache
+def _file_validator() -> jsonschema.Draft7Validator:
+    """sweeps' schema of a whole file, with W&B's newer fields; ``parameters`` is checked leaf by leaf."""
+    schema = copy.deepcopy(sweep_config_jsonschema)
+    props = schema["properties"]
+    for name, spec in NEWER_FIELDS.items():
+        props.setdefault(name, spec)
+    metric = schema["definitions"]["metric"] if "$ref" in props["metric"] else props["metric"]
+    for name, spec in NEWER_METRIC_FIELDS.items():
+        metric["properties"].setdefault(name, spec)
+    props["parameters"] = True
+    return jsonschema.Draft7Validator(schema, format_checker=format_checker)
+
+
+@cache
+def _block_validator() -> jsonschema.Draft7Validator:
+    """sweeps' schema of one ``parameters`` block, its entries left to :func:`_leaf`."""
+    block = {k: v for k, v in sweep_config_jsonschema["definitions"]["parameters"].items() if k != "additionalProperties"}
+    return jsonschema.Draft7Validator(block, format_checker=format_checker)
+
+
+@cache
+def _distributions() -> dict[str, list[dict]]:
+    """Distribution name -> its schemas (one per accepted spelling), from sweeps' schema."""
+    out: dict[str, list[dict]] = {}
+    for ref in sweep_config_jsonschema["definitions"]["parameter"]["anyOf"]:
+        definition = dereferenced_sweep_config_jsonschema["definitions"][ref["$ref"].rsplit("/", 1)[-1]]
+        for branch in definition.get("anyOf", [definition]):
+            if "distribution" in branch["properties"]:
+                out.setdefault(branch["properties"]["distribution"]["enum"][0], []).append(branch)
+    return out
+
+
 def _find_none(value: Any, where: str = "") -> str | None:
     """Path (``''`` for the value itself) of the first ``None`` inside ``value``, else ``None``."""
     if value is None:
         return where
-    if isinstance(value, Mapping):
-        items = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)
-    else:
-        return None
+    items = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
         hit = _find_none(item, f"{where}[{key!r}]")
         if hit is not None:
@@ -157,120 +218,51 @@ def _find_none(value: Any, where: str = "") -> str | None:
     return None
 
 
-def _native(x: Any) -> Any:
-    """numpy scalars as Python ``int`` / ``float`` (their ``str`` inside lists differs)."""
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.floating):
-        return float(x)
-    return x
+def _leaf(source: str, here: str, spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """One parameter's ``(HyperParameter kind, spec with sweeps' defaults filled in)``."""
+    for key in ("value", "values"):
+        hit = _find_none(spec.get(key, 0))
+        if hit is not None:
+            raise SweepError(
+                f"{source}: field '{here}.{key}{hit}': found null; wandb's agent passes None as the text "
+                "'None', which the Lightning CLI does not read as null; leave the key out of the sweep instead"
+            )
+    dist = spec.get("distribution")
+    if dist is not None and dist not in _distributions():
+        raise SweepError(f"{source}: field '{here}.distribution': expected one of {', '.join(_distributions())}, found {dist!r}")
+    try:
+        filled = fill_parameter(here, spec)
+    except ValueError:  # sweeps' min/max check
+        raise SweepError(f"{source}: field '{here}': expected min < max, found min {spec['min']!r}, max {spec['max']!r}") from None
+    if filled is None:  # no schema fits: explain with the schema of the distribution meant
+        meant = [(name, branch) for name, branches in _distributions().items() for branch in branches
+                 if (name == dist if dist is not None else
+                     "distribution" not in branch["required"] and set(branch["required"]) <= set(spec))]
+        if not meant:
+            raise SweepError(
+                f"{source}: field '{here}': expected 'value', 'values', 'min' and 'max', 'distribution' "
+                f"or 'parameters', found fields {sorted(spec)}"
+            )
+        runs = [(name, jsonschema.Draft7Validator(branch, format_checker=format_checker)) for name, branch in meant]
+        name, validator = min(runs, key=lambda r: len(list(r[1].iter_errors(spec))))
+        _raise_first(source, validator, spec, here, takes=f"distribution {name}")
+        raise AssertionError(f"{here}: sweeps rejects {spec} but no schema of {name} does")
+    kind, filled_spec = filled
+    if kind in PARAM_DEPRECATION_MAP:
+        raise SweepError(f"{source}: field '{here}.distribution': {PARAM_DEPRECATION_MAP[kind]} (deprecated; wandb rejects it)")
+    try:
+        validate_categorical_prob(here, filled_spec)
+    except ValueError as err:
+        raise SweepError(f"{source}: field '{here}.probabilities': {err}") from None
+    return kind, filled_spec
 
 
-def _quantize(r: float, q: float) -> float | int:
-    """wandb's ``np.round(r / q) * q``, an ``int`` when ``q`` is one."""
-    v = np.round(r / q) * q
-    return int(v) if isinstance(q, int) else float(v)
-
-
-def _value_key(value: Any) -> str:
-    """wandb's identity of a grid value (``yaml_hash`` without the md5)."""
-    return yaml.dump(value, default_flow_style=True, sort_keys=True)
-
-
-@dataclass(frozen=True)
-class Parameter:
-    """One searched (or constant) leaf of a sweep's ``parameters``.
-
-    Args:
-        path: the top-level parameter name, then the keys of nested ``parameters`` blocks.
-        distribution: a key of :data:`DISTRIBUTIONS`.
-        spec: its fields, defaults filled in.
-    """
-
-    path: tuple[str, ...]
-    distribution: str
-    spec: dict[str, Any] = field(hash=False)
-
-    @property
-    def name(self) -> str:
-        """The dotted display name (``a.b`` for ``b`` nested in ``a``)."""
-        return ".".join(self.path)
-
-    def grid_values(self) -> list[Any]:
-        """The values a grid visits, in order, repeats dropped.
-
-        Raises:
-            SweepError: the distribution is not one a grid accepts.
-        """
-        s = self.spec
-        if self.distribution == "constant":
-            values = [s["value"]]
-        elif self.distribution == "categorical":
-            values = list(s["values"])
-        elif self.distribution == "int_uniform":
-            values = list(range(s["min"], s["max"] + 1))
-        elif self.distribution == "q_uniform":
-            values = np.arange(s["min"], s["max"], s["q"]).tolist()
-        else:
-            raise SweepError(f"parameter {self.name}: a grid takes {', '.join(GRID_DISTRIBUTIONS)}, found {self.distribution}")
-        seen, out = set(), []
-        for v in values:
-            k = _value_key(v)
-            if k not in seen:
-                seen.add(k)
-                out.append(v)
-        return out
-
-    def sample(self, rng: np.random.Generator) -> Any:
-        """One random draw (wandb's ``HyperParameter.ppf`` of a uniform draw).
-
-        Args:
-            rng: the generator to draw from.
-
-        Returns:
-            A Python scalar (or the chosen value of a categorical).
-        """
-        s, d = self.spec, self.distribution
-        u = float(rng.random())
-        if d == "constant":
-            return s["value"]
-        if d == "categorical":
-            return s["values"][min(int(u * len(s["values"])), len(s["values"]) - 1)]
-        if d == "categorical_w_probabilities":
-            cdf = np.cumsum(s["probabilities"])
-            return s["values"][int(np.argmin(u >= cdf))]
-        if d == "int_uniform":
-            return min(s["min"] + int(u * (s["max"] - s["min"] + 1)), s["max"])
-        if d in ("uniform", "q_uniform"):
-            r = s["min"] + u * (s["max"] - s["min"])
-        elif d in ("log_uniform_values", "q_log_uniform_values"):
-            lo, hi = math.log(s["min"]), math.log(s["max"])
-            r = math.exp(lo + u * (hi - lo))
-        elif d == "inv_log_uniform_values":
-            lo, hi = -math.log(s["max"]), -math.log(s["min"])
-            r = math.exp(-(lo + (1.0 - u) * (hi - lo)))
-        elif d in ("normal", "q_normal"):
-            r = s["mu"] + s["sigma"] * float(rng.standard_normal())
-        elif d in ("log_normal", "q_log_normal"):
-            r = math.exp(s["mu"] + s["sigma"] * float(rng.standard_normal()))
-        elif d in ("beta", "q_beta"):
-            r = float(rng.beta(s["a"], s["b"]))
-        else:  # every key of DISTRIBUTIONS is handled above
-            raise AssertionError(d)
-        return _quantize(r, s["q"]) if d.startswith("q_") else float(r)
-
-
-def _parse_parameters(source: str, where: str, block: Any, prefix: tuple[str, ...]) -> list[Parameter]:
-    """The leaves of a ``parameters`` block, sorted as wandb visits them."""
-    if not isinstance(block, Mapping) or not block:
-        raise SweepError(f"{source}: field '{where}': expected a non-empty mapping of parameter names, found {block!r}")
-    for name in block:
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise SweepError(f"{source}: field '{where}': parameter names must match {_NAME.pattern}, found {name!r}")
-    out: list[Parameter] = []
+def _leaves(source: str, where: str, block: Any, prefix: str = "") -> dict[str, tuple[str, dict[str, Any]]]:
+    """Dotted name -> :func:`_leaf` of every parameter under ``block``, in sweeps' (sorted) order."""
+    _raise_first(source, _block_validator(), block, where)
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
     for name in sorted(block):
-        spec = block[name]
-        here = f"{where}.{name}"
+        spec, here = block[name], f"{where}.{name}"
         if not isinstance(spec, Mapping):
             raise SweepError(
                 f"{source}: field '{here}': expected a mapping with 'value', 'values', 'min'/'max', "
@@ -280,116 +272,48 @@ def _parse_parameters(source: str, where: str, block: Any, prefix: tuple[str, ..
             extra = sorted(set(spec) - {"parameters"})
             if extra:
                 raise SweepError(f"{source}: field '{here}': a nested block holds only 'parameters', found also {extra}")
-            out += _parse_parameters(source, f"{here}.parameters", spec["parameters"], (*prefix, name))
+            out.update(_leaves(source, f"{here}.parameters", spec["parameters"], f"{prefix}{name}."))
         else:
-            out.append(_parse_leaf(source, here, (*prefix, name), dict(spec)))
+            out[prefix + name] = _leaf(source, here, dict(spec))
     return out
 
 
-def _parse_leaf(source: str, here: str, path: tuple[str, ...], spec: dict[str, Any]) -> Parameter:
-    """One parameter's spec, checked field by field as wandb's schema does."""
-    dist = spec.get("distribution")
-    if dist is None:
-        if "value" in spec:
-            dist = "constant"
-        elif "values" in spec:
-            dist = "categorical_w_probabilities" if "probabilities" in spec else "categorical"
-        elif "min" in spec and "max" in spec:
-            both_int = all(isinstance(spec[k], int) and not isinstance(spec[k], bool) for k in ("min", "max"))
-            dist = "int_uniform" if both_int else "uniform"
-        else:
+def _check_command(source: str, command: list, program: str | None) -> None:
+    """Every entry a string; ``${…}`` only as a whole entry naming a macro the agent knows."""
+    macros = ["env", "interpreter", "program", *(m for m in create_sweep_command_args({"args": {}}) if m not in UNSUPPORTED_MACROS)]
+    for i, entry in enumerate(command):
+        if isinstance(entry, (Mapping, list)) or entry is None:
+            raise SweepError(f"{source}: field 'command[{i}]': expected a string, found {entry!r}")
+        if "${" not in SWEEP_COMMAND_ENV_VAR_REGEX.sub("", str(entry)):
+            continue
+        m = re.fullmatch(r"\$\{([^}]*)\}", str(entry))
+        name = m.group(1) if m else None
+        if name in UNSUPPORTED_MACROS:
+            raise SweepError(f"{source}: field 'command[{i}]': ${{{name}}} is not supported ({UNSUPPORTED_MACROS[name]})")
+        if name not in macros:
             raise SweepError(
-                f"{source}: field '{here}': expected 'value', 'values', 'min' and 'max', 'distribution' "
-                f"or 'parameters', found fields {sorted(spec)}"
+                f"{source}: field 'command[{i}]': expected a whole-entry macro "
+                f"{', '.join('${' + k + '}' for k in macros)} or ${{envvar:NAME}}, found {entry!r}"
             )
-    if dist in DEPRECATED:
-        raise SweepError(
-            f"{source}: field '{here}.distribution': {dist} (min/max are base-e exponents) is deprecated and "
-            f"rejected by wandb; expected {DEPRECATED[dist]} (min/max are the limit values)"
-        )
-    if dist not in DISTRIBUTIONS:
-        raise SweepError(f"{source}: field '{here}.distribution': expected one of {', '.join(DISTRIBUTIONS)}, found {dist!r}")
-    required, defaults = DISTRIBUTIONS[dist]
-    extra = sorted(set(spec) - {"distribution", *required, *defaults})
-    if extra:
-        raise SweepError(
-            f"{source}: field '{here}': distribution {dist} takes {', '.join((*required, *defaults))}, "
-            f"found unexpected {extra}"
-        )
-    missing = [k for k in required if k not in spec]
-    if missing:
-        raise SweepError(f"{source}: field '{here}': distribution {dist} needs {', '.join(required)}, missing {missing}")
-    spec = {**defaults, **spec, "distribution": dist}
-    for key in ("min", "max", "mu", "sigma", "q", "a", "b"):
-        if key in spec and not _is_number(spec[key]):
-            raise SweepError(f"{source}: field '{here}.{key}': expected a number, found {_found(spec[key])}")
-    if dist == "int_uniform" and not all(isinstance(spec[k], int) for k in ("min", "max")):
-        raise SweepError(f"{source}: field '{here}': int_uniform needs integer min and max, found {spec['min']!r}, {spec['max']!r}")
-    if "min" in spec and not spec["min"] < spec["max"]:
-        raise SweepError(f"{source}: field '{here}': expected min < max, found min {spec['min']!r}, max {spec['max']!r}")
-    if dist.endswith("_values") and not spec["min"] > 0:
-        raise SweepError(f"{source}: field '{here}.min': {dist} needs min > 0, found {spec['min']!r}")
-    for key, low in (("sigma", 0.0), ("a", 0.0), ("b", 0.0)):
-        if key in spec and not spec[key] >= low:
-            raise SweepError(f"{source}: field '{here}.{key}': expected a number >= {low}, found {spec[key]!r}")
-    if "q" in spec and not spec["q"] > 0:
-        raise SweepError(f"{source}: field '{here}.q': expected a number > 0, found {spec['q']!r}")
-    if "values" in spec:
-        values = spec["values"]
-        if not isinstance(values, list) or not values:
-            raise SweepError(f"{source}: field '{here}.values': expected a non-empty list, found {values!r}")
-        if dist == "categorical_w_probabilities":
-            probs = spec["probabilities"]
-            if (not isinstance(probs, list) or len(probs) != len(values)
-                    or not all(_is_number(p) and p >= 0 for p in probs) or not math.isclose(sum(probs), 1.0, abs_tol=1e-8)):
-                raise SweepError(
-                    f"{source}: field '{here}.probabilities': expected {len(values)} numbers >= 0 summing to 1 "
-                    f"(one per value), found {probs!r}"
-                )
-    for key in ("value", "values"):
-        if key in spec:
-            hit = _find_none(spec[key])
-            if hit is not None:
-                raise SweepError(
-                    f"{source}: field '{here}.{key}{hit}': found null; wandb's agent passes None as the text "
-                    "'None', which the Lightning CLI does not read as null; leave the key out of the sweep instead"
-                )
-    return Parameter(path=path, distribution=dist, spec=spec)
+        if name == "program" and program is None:
+            raise SweepError(f"{source}: field 'program': command[{i}] uses ${{program}}, but the file sets no program")
 
 
-def agent_args(point: Mapping[str, Any]) -> dict[str, list[str]]:
-    """The argument forms wandb's agent builds from a run's parameters.
-
-    Args:
-        point: top-level parameter name -> value (a dict for a nested block), in the
-            order the flags are to appear.
-
-    Returns:
-        ``{macro name: entries}`` for every macro in ``_ARG_MACROS`` (``args``,
-        ``args_no_hyphens``, …), as ``create_sweep_command_args`` makes them.
-    """
-    out: dict[str, list[str]] = {k: [] for k in _ARG_MACROS}
-    for name, value in point.items():
-        flag = f"{name}={value}"
-        out["args"].append("--" + flag)
-        out["args_no_hyphens"].append(flag)
-        out["args_no_equals"] += [f"--{name}", str(value)]
-        out["args_append_hydra"].append("+" + flag)
-        out["args_override_hydra"].append("++" + flag)
-        if isinstance(value, bool):
-            if value:
-                out["args_no_boolean_flags"].append("--" + name)
-        else:
-            out["args_no_boolean_flags"].append("--" + flag)
-    out["args_json"] = [json.dumps(dict(point))]
-    return out
+# ---------------------------------------------------------------------- expansion
+def agent_args(point: Mapping[str, Any]) -> dict[str, Any]:
+    """The argument forms wandb's agent builds from a run's parameters
+    (``create_sweep_command_args``: ``args``, ``args_no_hyphens``, …), in ``point``'s order."""
+    return create_sweep_command_args({"args": {k: {"value": v} for k, v in point.items()}})
 
 
-def _substitute_envvars(entry: str) -> str:
-    """``${envvar:NAME}`` -> ``$NAME`` (``NAME`` itself when unset), as the agent does."""
-    for m in list(_ENVVAR.finditer(entry))[::-1]:
-        entry = f"{entry[: m.start()]}{os.environ.get(m.group(1), m.group(1))}{entry[m.end():]}"
-    return entry
+def _native(x: Any) -> Any:
+    """numpy scalars (what ``HyperParameter.ppf`` returns) as Python ``int`` / ``float``."""
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def _point(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """A point from a sweeps run config (``{name: {"value": v}}``)."""
+    return {name: entry["value"] for name, entry in run_config.items()}
 
 
 def _shipped(path: str) -> str:
@@ -409,23 +333,23 @@ class Sweep:
     Args:
         source: where it came from (named in errors).
         method: ``grid``, ``random`` or ``bayes``.
-        parameters: its leaves, in wandb's (sorted) order.
+        parameters: dotted name (``a.b`` for ``b`` nested in ``a``) -> spec with sweeps'
+            defaults filled in (``distribution`` named), in sweeps' (sorted) order.
         template: the ``command`` field, the template of every run's command (wandb's
             default when the file has none).
         program: the ``program`` field, if any.
-        metric: the ``metric`` field (``name``, ``goal`` filled in), if any.
+        metric: the ``metric`` field (``goal`` filled in), if any.
         config: the whole file as read.
     """
 
     source: str
     method: str
-    parameters: tuple[Parameter, ...]
-    template: tuple[str, ...] = field(default=DEFAULT_COMMAND)
+    parameters: dict[str, dict[str, Any]] = field(hash=False)
+    template: tuple[str, ...]
     program: str | None = None
     metric: dict[str, Any] | None = field(default=None, hash=False)
     config: dict[str, Any] = field(default_factory=dict, hash=False)
 
-    # ------------------------------------------------------------------ building
     @classmethod
     def from_dict(cls, config: Mapping[str, Any], source: str = "<sweep>") -> Sweep:
         """Validate a sweep configuration.
@@ -440,84 +364,45 @@ class Sweep:
         """
         if not isinstance(config, Mapping):
             raise SweepError(f"{source}: expected a mapping of sweep fields, found {type(config).__name__}")
-        unknown = sorted(set(config) - set(SWEEP_FIELDS))
-        if unknown:
-            raise SweepError(f"{source}: field '{unknown[0]}': not a wandb sweep field; expected one of {', '.join(SWEEP_FIELDS)}")
+        config = dict(config)
         method = config.get("method")
         if method not in METHODS:
             raise SweepError(f"{source}: field 'method': expected one of {', '.join(METHODS)}, found {method!r}")
+        _raise_first(source, _file_validator(), config, "")
         metric = config.get("metric")
-        if metric is not None:
-            if not isinstance(metric, Mapping):
-                raise SweepError(f"{source}: field 'metric': expected a mapping with 'name' and 'goal', found {metric!r}")
-            bad = sorted(set(metric) - set(METRIC_FIELDS))
-            if bad:
-                raise SweepError(f"{source}: field 'metric.{bad[0]}': expected one of {', '.join(METRIC_FIELDS)}")
-            if not isinstance(metric.get("name"), str) or not metric["name"]:
-                raise SweepError(f"{source}: field 'metric.name': expected the name of a logged metric, found {metric.get('name')!r}")
-            metric = {"goal": "minimize", **metric}
-            if metric["goal"] not in GOALS:
-                raise SweepError(f"{source}: field 'metric.goal': expected one of {', '.join(GOALS)}, found {metric['goal']!r}")
-        elif method == "bayes":
+        if metric is None and method == "bayes":
             raise SweepError(f"{source}: field 'metric': a bayes sweep needs a metric to model, found none")
         program = config.get("program")
-        if program is not None and not isinstance(program, str):
-            raise SweepError(f"{source}: field 'program': expected a string, found {program!r}")
-        command = config.get("command", list(DEFAULT_COMMAND))
-        if not isinstance(command, list) or not command:
-            raise SweepError(f"{source}: field 'command': expected a non-empty list of command entries, found {command!r}")
-        for i, entry in enumerate(command):
-            if isinstance(entry, (Mapping, list)) or entry is None:
-                raise SweepError(f"{source}: field 'command[{i}]': expected a string, found {entry!r}")
-            text = _ENVVAR.sub("", str(entry))
-            if "${" not in text:
-                continue
-            m = re.fullmatch(r"\$\{([^}]*)\}", str(entry))
-            name = m.group(1) if m else None
-            if name in _UNSUPPORTED_MACROS:
-                raise SweepError(f"{source}: field 'command[{i}]': ${{{name}}} is not supported ({_UNSUPPORTED_MACROS[name]})")
-            if name not in MACROS:
-                raise SweepError(
-                    f"{source}: field 'command[{i}]': expected a whole-entry macro "
-                    f"{', '.join('${' + k + '}' for k in MACROS)} or ${{envvar:NAME}}, found {entry!r}"
-                )
-            if name == "program" and program is None:
-                raise SweepError(f"{source}: field 'program': command[{i}] uses ${{program}}, but the file sets no program")
+        command = config.get("command") or list(DEFAULT_SWEEP_COMMAND)  # as the agent does
+        _check_command(source, command, program)
         if "parameters" not in config:
             raise SweepError(f"{source}: field 'parameters': missing; expected the mapping of swept Lightning CLI keys")
-        params = tuple(_parse_parameters(source, "parameters", config["parameters"], ()))
+        leaves = _leaves(source, "parameters", config["parameters"])
         if method == "grid":
-            for p in params:
-                if p.distribution not in GRID_DISTRIBUTIONS:
+            for name, (kind, spec) in leaves.items():
+                if kind not in GRID_KINDS:
                     raise SweepError(
-                        f"{source}: field 'parameters.{p.name}': a grid takes {', '.join(GRID_DISTRIBUTIONS)} "
-                        f"parameters, found {p.distribution}"
+                        f"{source}: field 'parameters.{name}': a grid takes constant, categorical, int_uniform or "
+                        f"q_uniform parameters, found {spec['distribution']}"
                     )
-        return cls(source=source, method=method, parameters=params, template=tuple(str(c) for c in command),
-                   program=program, metric=metric, config=dict(config))
+        return cls(source=source, method=method, parameters={name: spec for name, (_, spec) in leaves.items()},
+                   template=tuple(str(c) for c in command), program=program,
+                   metric=None if metric is None else {"goal": "minimize", **metric}, config=config)
 
     # ------------------------------------------------------------------ points
+    @cached_property
+    def _grid(self) -> list[dict[str, Any]]:
+        runs = grid_search_next_runs([], self.config, n=sys.maxsize)
+        return [_point(run.config) for run in runs if run is not None]
+
+    @cached_property
+    def _hyperparameters(self) -> HyperParameterSet:
+        return HyperParameterSet.from_config(self.config["parameters"])
+
     @property
     def size(self) -> int | None:
         """Points in the grid; ``None`` for random and bayes sweeps (they never end)."""
-        if self.method != "grid":
-            return None
-        return math.prod(len(p.grid_values()) for p in self.parameters)
-
-    def _nest(self, values: list[Any]) -> dict[str, Any]:
-        """The run config of one value per parameter: plain parameters first, then nested
-        blocks, each in sorted order (as wandb's ``HyperParameterSet.to_config``)."""
-        point: dict[str, Any] = {}
-        nested: dict[str, Any] = {}
-        for p, v in zip(self.parameters, values):
-            if len(p.path) == 1:
-                point[p.name] = _native(v)
-                continue
-            d = nested
-            for key in p.path[:-1]:
-                d = d.setdefault(key, {})
-            d[p.path[-1]] = _native(v)
-        return {**point, **nested}
+        return len(self._grid) if self.method == "grid" else None
 
     def point(self, index: int, seed: int = 0) -> dict[str, Any]:
         """The parameters of point ``index``: top-level name -> value (a dict for a nested block).
@@ -533,17 +418,14 @@ class Sweep:
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
             raise IndexError(f"{self.source}: point index: expected an integer >= 0, found {index!r}")
         if self.method == "grid":
-            grids = [p.grid_values() for p in self.parameters]
-            size = math.prod(len(g) for g in grids)
-            if index >= size:
-                raise IndexError(f"{self.source}: point index: expected 0..{size - 1} (the grid has {size} points), found {index}")
-            values, rest = [], int(index)
-            for g in reversed(grids):
-                rest, i = divmod(rest, len(g))
-                values.append(g[i])
-            return self._nest(values[::-1])
+            if index >= self.size:
+                raise IndexError(f"{self.source}: point index: expected 0..{self.size - 1} (the grid has {self.size} points), found {index}")
+            return copy.deepcopy(self._grid[index])
         rng = np.random.default_rng([int(seed), int(index)])
-        return self._nest([p.sample(rng) for p in self.parameters])
+        params = self._hyperparameters
+        for param in params:
+            param.value = _native(param.ppf(float(rng.random())))
+        return _point(params.to_config())
 
     def points(self, n: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
         """Points ``0..n-1`` (a grid: all of them when ``n`` is None, at most ``size``).
@@ -552,8 +434,7 @@ class Sweep:
             ValueError: ``n`` is None for a random or bayes sweep.
         """
         if self.method == "grid":
-            size = self.size
-            return [self.point(i) for i in range(size if n is None else min(n, size))]
+            return copy.deepcopy(self._grid[:n])
         if n is None:
             raise ValueError(f"{self.source}: a {self.method} sweep has no end; pass the number of points n")
         return [self.point(i, seed) for i in range(n)]
@@ -565,19 +446,15 @@ class Sweep:
         Args:
             point: as returned by :meth:`point`.
         """
-        macros: dict[str, list[str]] = {
+        macros = {
             **agent_args(point),
             "interpreter": ["python"],
-            "program": [] if self.program is None else [self.program],
+            "program": [self.program],
             "env": [] if platform.system() == "Windows" else ["/usr/bin/env"],
         }
         argv: list[str] = []
-        for entry in self.template:
-            entry = _substitute_envvars(entry)
-            if entry.startswith("${") and entry.endswith("}"):
-                argv += macros[entry[2:-1]]
-            else:
-                argv.append(entry)
+        for entry in create_sweep_command(list(self.template)):
+            argv += macros[entry[2:-1]] if entry.startswith("${") and entry.endswith("}") else [entry]
         return argv
 
     def cli_args(self, point: Mapping[str, Any]) -> list[str]:
@@ -690,4 +567,3 @@ def main(argv: list[str]) -> int:
 
     print(f"neuroreg sweep: point {args.index} of {args.file}: neuroreg {shlex.join(cli_args)}", file=sys.stderr)
     return neuroreg_main(cli_args)
-

@@ -68,11 +68,17 @@ def test_grid_expands_ranges_as_wandb_and_drops_repeats():
         "q": {"distribution": "q_uniform", "min": 0.0, "max": 1.0, "q": 0.25},  # arange: max excluded
         "r": {"values": [7, 7, [1, 2], [1, 2]]},
     })
-    (i, q, r) = sweep.parameters
-    assert i.distribution == "int_uniform" and i.grid_values() == [1, 2, 3]
-    assert q.grid_values() == [0.0, 0.25, 0.5, 0.75]
-    assert r.grid_values() == [7, [1, 2]]
-    assert sweep.size == 3 * 4 * 2
+    assert list(sweep.parameters) == ["i", "q", "r"]
+    points = sweep.points()
+    visited = {name: [] for name in sweep.parameters}  # each parameter's values, in the order the grid visits them
+    for point in points:
+        for name, value in point.items():
+            if value not in visited[name]:
+                visited[name].append(value)
+    assert sweep.parameters["i"]["distribution"] == "int_uniform" and visited["i"] == [1, 2, 3]
+    assert visited["q"] == [0.0, 0.25, 0.5, 0.75]
+    assert visited["r"] == [7, [1, 2]]
+    assert sweep.size == len(points) == 3 * 4 * 2
 
 
 def test_random_points_are_seeded_and_drawn_from_their_distributions():
@@ -107,12 +113,33 @@ def test_random_points_are_seeded_and_drawn_from_their_distributions():
         sweep.points()
 
 
+def test_random_point_is_the_inverse_cdf_of_one_seeded_uniform_draw_per_parameter():
+    """Point i of seed s: one ``default_rng([s, i]).random()`` per parameter, in sorted name
+    order, through its distribution's inverse CDF (written out here as a reference)."""
+    sweep = sweep_of({
+        "w": {"distribution": "log_uniform_values", "min": 0.01, "max": 10.0},
+        "c": {"values": ["a", "b", "c"]},
+        "k": {"value": 4},
+        "n": {"distribution": "int_uniform", "min": 2, "max": 5},
+        "u": {"distribution": "uniform", "min": -1.0, "max": 3.0},
+    }, method="random")
+    for seed, index in [(0, 0), (0, 39), (5, 2), (2**40, 7)]:
+        rng = np.random.default_rng([seed, index])
+        c, _, n, u, w = (rng.random() for _ in range(5))  # the constant k takes a draw too
+        point = sweep.point(index, seed)
+        assert list(point) == ["c", "k", "n", "u", "w"]
+        assert point["c"] == "abc"[int(c * 3)] and point["k"] == 4 and point["n"] == 2 + int(n * 4)
+        assert point["u"] == -1.0 + u * 4.0
+        assert math.isclose(point["w"], math.exp(math.log(0.01) + w * (math.log(10.0) - math.log(0.01))), rel_tol=1e-14)
+        assert sweep.point(index, seed) == point and sweep.point(index, seed + 1) != point
+
+
 def test_nested_parameters_become_one_dict_per_top_level_name():
     sweep = sweep_of({
         "model.init_args.optimizer.init_args": {"parameters": {"lr": {"values": [0.01, 0.1]}, "eps": {"value": 1e-08}}},
         "seed_everything": {"value": 3},
     })
-    assert [p.name for p in sweep.parameters] == [
+    assert list(sweep.parameters) == [
         "model.init_args.optimizer.init_args.eps", "model.init_args.optimizer.init_args.lr", "seed_everything"]
     point = sweep.point(1)
     assert point == {"model.init_args.optimizer.init_args": {"eps": 1e-08, "lr": 0.1}, "seed_everything": 3}
