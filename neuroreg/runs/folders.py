@@ -12,7 +12,6 @@ process is gone, and it holds ``last.ckpt`` (:func:`resumable`).
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import yaml
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from .checkpoints import LAST_CHECKPOINT
+from .loggers import logger_class
 from .status import process_alive, read_status
 
 #: config keys that do not change what a fit computes (ignored when configs are compared)
@@ -80,11 +80,7 @@ def run_layout(trainer_cfg) -> RunLayout | None:
         return first if first is not None and not first.versioned else None
     if not isinstance(logger, Namespace) or "class_path" not in logger:
         return None
-    module, _, attr = str(logger["class_path"]).rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError):
-        return None
+    cls = logger_class(str(logger["class_path"]))
     if not (isinstance(cls, type) and issubclass(cls, (CSVLogger, TensorBoardLogger))):
         return None
     args = logger.get("init_args") or Namespace()

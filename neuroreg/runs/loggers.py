@@ -198,8 +198,8 @@ class WandbTarget:
             logger.experiment.finish()
 
 
-def _logger_class(class_path: str) -> type | None:
-    """Import ``class_path``; ``None`` when it cannot be imported."""
+def logger_class(class_path: str) -> type | None:
+    """The class a ``class_path`` (``"package.module.Name"``) names; ``None`` when it cannot be imported."""
     module, _, name = class_path.rpartition(".")
     try:
         return getattr(importlib.import_module(module), name)
@@ -211,7 +211,7 @@ def _target(entry: Mapping[str, Any], base: Path, where: str) -> Any:
     """The target of one record entry, or a string saying why there is none."""
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
-    cls = _logger_class(entry["class_path"])
+    cls = logger_class(entry["class_path"])
     if cls is None:
         return f"{where}: cannot import logger class {entry['class_path']}"
     if issubclass(cls, (CSVLogger, TensorBoardLogger)):
@@ -252,7 +252,7 @@ def _entries_from_config(config: Path) -> tuple[list[dict[str, Any]], list[str]]
             notes.append(f"{where}: expected a mapping with class_path / init_args, found {item!r}")
             continue
         init = item.get("init_args") or {}
-        cls = _logger_class(item["class_path"])
+        cls = logger_class(item["class_path"])
         if cls is not None and issubclass(cls, (CSVLogger, TensorBoardLogger)):
             name = init.get("name", "lightning_logs")
             if i != 0 or (name and run_dir.parent.name != str(name)):
