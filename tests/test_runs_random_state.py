@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from neuroreg.runs.random_state import SEED_ENV, kept_random_state, random_state, set_random_state
+from neuroreg.runs.random_state import (
+    SEED_ENV,
+    kept_random_state,
+    random_state,
+    set_random_state,
+)
 
 
 def draws() -> tuple:

@@ -228,8 +228,8 @@ def evaluate_checkpoint(
     import torch
 
     from neuroreg.evaluation.report import write_eval_dir
-    from neuroreg.runs.loggers import RunLogError, log_to_targets, resolve_targets
     from neuroreg.evaluation.suite import Budget, evaluate, metrics
+    from neuroreg.runs.loggers import RunLogError, log_to_targets, resolve_targets
 
     if not isinstance(budget, Budget):
         raise EvalError(f"budget: expected a neuroreg.evaluation.suite.Budget, found {type(budget).__name__}")
