@@ -13,7 +13,7 @@ import sys
 from jsonargparse.typing import PositiveInt
 from pytorch_lightning.cli import LightningCLI
 
-from .resume import plan_resume
+from .runs.resume import plan_resume
 
 
 class NeuroregCLI(LightningCLI):
@@ -25,7 +25,7 @@ class NeuroregCLI(LightningCLI):
 
     ``fit`` keeps ``checkpoints/last.ckpt`` and ``fit_status.json`` in the run dir; a
     fit that was killed resumes when the same command is run again (see
-    :mod:`neuroreg.resume`). Options (ignored by the other subcommands):
+    :mod:`neuroreg.runs.resume`). Options (ignored by the other subcommands):
 
     - ``--resume`` (default ``true``): without ``--ckpt_path``, resume the newest
       unfinished run of the same config and logger; ``--resume=false`` always starts
@@ -54,7 +54,7 @@ class NeuroregCLI(LightningCLI):
     def before_fit(self) -> None:
         """Record the run's loggers in ``RUN/loggers.json`` (for ``neuroreg eval`` to log to them later),
         and set up resuming (callbacks, run status, ``ckpt_path``)."""
-        from neuroreg.evaluation.runlog import RecordLoggers
+        from neuroreg.runs.loggers import RecordLoggers
 
         self.trainer.callbacks.append(RecordLoggers())
         self._resume_plan.before_fit(self.trainer, self.config_init["fit"])

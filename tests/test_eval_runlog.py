@@ -12,13 +12,8 @@ import yaml
 from test_eval_cli import MODEL  # the same tiny classifier
 
 from neuroreg.cli import main
-from neuroreg.evaluation.runlog import (
-    RECORD_NAME,
-    CsvTarget,
-    WandbTarget,
-    append_csv_row,
-    resolve_targets,
-)
+from neuroreg.runs.loggers import RECORD_NAME, CsvTarget, WandbTarget, resolve_targets
+from neuroreg.runs.metrics_csv import append_row
 
 DATA = {
     "class_path": "neuroreg.data.datamodules.RegularizedDataModule",
@@ -151,19 +146,19 @@ def test_targets_from_record_and_config(tmp_path: Path) -> None:
 def test_append_csv_row_unions_header_and_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "metrics.csv"
     path.write_text("epoch,step,train/loss\n0,4,0.5\n0,9,0.25\n")
-    append_csv_row(path, {"step": 9, "eval/clean_accuracy": 0.75})
+    append_row(path, {"step": 9, "eval/clean_accuracy": 0.75})
     assert path.read_text().splitlines() == [
         "epoch,eval/clean_accuracy,step,train/loss", "0,,4,0.5", "0,,9,0.25", ",0.75,9,"]
     plain = tmp_path / "plain"
     plain.write_text("")
     assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # not tempfile's 0600
     plain.unlink()
-    import neuroreg.evaluation.report as report_mod
+    import neuroreg.io as io_mod
 
     def crash(f, *a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(report_mod.os, "fsync", crash)
+    monkeypatch.setattr(io_mod.os, "fsync", crash)
     with pytest.raises(OSError):
-        append_csv_row(path, {"step": 10, "eval/x": 1.0})
+        append_row(path, {"step": 10, "eval/x": 1.0})
     assert path.read_text().splitlines()[-1] == ",0.75,9," and [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]

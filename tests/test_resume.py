@@ -20,16 +20,10 @@ from torch.utils.data import TensorDataset
 from neuroreg.cli import run_cli
 from neuroreg.data.neural import GroupedBatchSampler
 from neuroreg.data.sampling import EpochSampler, ResumableBatchSampler, ResumableLoader
-from neuroreg.resume import (
-    LAST_CHECKPOINT,
-    RunLayout,
-    comparable,
-    random_state,
-    read_status,
-    run_layout,
-    set_random_state,
-    write_status,
-)
+from neuroreg.runs.checkpoints import LAST_CHECKPOINT
+from neuroreg.runs.folders import RunLayout, comparable, run_layout
+from neuroreg.runs.random_state import random_state, set_random_state
+from neuroreg.runs.status import read_status, write_status
 
 TESTS = Path(__file__).resolve().parent
 RESUME_LINE = "neuroreg: resuming from "

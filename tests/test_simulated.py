@@ -11,6 +11,7 @@ from neuroreg.data import simulated
 from neuroreg.data.recording import NeuralRecording
 from neuroreg.data.simulated import V1Population, pink_noise_images
 from neuroreg.gabor import pixel_frequencies, sinusoidal_grating
+from neuroreg.imageops import LUMINANCE_WEIGHTS
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def images():
 
 def _naive_response(pop: V1Population, image: np.ndarray) -> np.ndarray:
     """Reference: one neuron at a time, straight from the model's formulas."""
-    lum = image[0] if image.shape[0] == 1 else np.tensordot(simulated.LUMINANCE_WEIGHTS, image, axes=1)
+    lum = image[0] if image.shape[0] == 1 else np.tensordot(LUMINANCE_WEIGHTS, image, axes=1)
     contrast = lum.astype(np.float64) - 0.5
     size = pop.image_size
     cols, rows = np.meshgrid(np.arange(size), np.arange(size))

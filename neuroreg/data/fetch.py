@@ -16,17 +16,17 @@ continues from there with an HTTP ``Range`` request.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
-import tempfile
 import time
 import urllib.error
 import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+from neuroreg.io import atomic_write, file_hash
 
 from .manifests import Manifest, ManifestFile
 
@@ -51,15 +51,6 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     if data_dir is not None:
         return Path(data_dir)
     return Path(os.environ.get("NEUROREG_DATA_DIR") or "data")
-
-
-def file_hash(path: str | os.PathLike, algorithm: str = "sha256") -> str:
-    """Hex digest of a file, read in 1 MiB blocks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_BLOCK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def dataset_dir(manifest: Manifest, data_dir: str | os.PathLike | None = None) -> Path:
@@ -87,12 +78,7 @@ def read_lock(data_dir: str | os.PathLike | None = None) -> dict:
 
 
 def _write_lock(data_dir, lock: dict) -> None:
-    path = _lock_path(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(lock, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write(_lock_path(data_dir), lambda f: json.dump(lock, f, indent=2, sort_keys=True))
 
 
 # ---------------------------------------------------------------------- download

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .simulated import LUMINANCE_WEIGHTS
+from ..imageops import LUMINANCE_WEIGHTS
 
 SPLITS = ("train", "validation", "test")
 
@@ -152,7 +152,7 @@ def to_grayscale(images: np.ndarray) -> np.ndarray:
     """RGB → luminance: ``[N, 3, H, W]`` uint8 to ``[N, 1, H, W]`` uint8.
 
     ``Y = 0.299 R + 0.587 G + 0.114 B`` (ITU-R BT.601,
-    :data:`~neuroreg.data.simulated.LUMINANCE_WEIGHTS`, the weights the simulated
+    :data:`~neuroreg.imageops.LUMINANCE_WEIGHTS`, the weights the simulated
     population and the twins' stimulus transform use), rounded to the nearest level.
     Grey input ``[N, 1, H, W]`` is returned unchanged.
 

@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
+from ..io import file_hash
 from .images import SPLITS, ImageData
 from .recording import NeuralRecording, RecordingError
 from .sampling import (
@@ -29,15 +30,6 @@ from .sampling import (
 )
 from .simulated import V1Population, pink_noise_images
 from .targets import target_key
-
-
-def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
-    """sha256 of a file's bytes, read in blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class RecordingSource:
@@ -67,7 +59,7 @@ class RecordingFile(RecordingSource):
     def fingerprint(self) -> str:
         if not self.path.exists():
             raise FileNotFoundError(f"NeuralRecording file not found: {self.path}")
-        return file_sha256(self.path)
+        return file_hash(self.path)
 
 
 class SimulatedRecording(RecordingSource):

@@ -18,12 +18,13 @@ everything downstream reads only this.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from neuroreg.io import atomic_path
 
 from .hdf5 import open_hdf5
 
@@ -218,12 +219,9 @@ class NeuralRecording:
 
     # --------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the recording to ``path`` atomically (temp file + rename)."""
+        """Write the recording to ``path`` atomically (:func:`neuroreg.io.atomic_path`: temp file, fsync, rename)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             str_dt = h5py.string_dtype("utf-8")
             with h5py.File(tmp, "w") as f:
                 f.create_dataset("images", data=self.images, chunks=(1, *self.images.shape[1:]) if self.n_images else None)
@@ -243,11 +241,6 @@ class NeuralRecording:
                 for attr in _ATTRS:
                     f.attrs[attr] = getattr(self, attr)
                 f.attrs["schema_version"] = SCHEMA_VERSION
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
         return path
 
     @classmethod

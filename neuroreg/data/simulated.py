@@ -46,8 +46,9 @@ from neuroreg.gabor import (
     resolve_preset,
     sample_gabor_params,
 )
+from neuroreg.imageops import to_grayscale
 
-__all__ = ["V1Population", "DEFAULT_PIXELS_PER_DEGREE", "LUMINANCE_WEIGHTS", "pink_noise_images"]
+__all__ = ["V1Population", "DEFAULT_PIXELS_PER_DEGREE", "pink_noise_images"]
 
 #: Default pixels per degree of each preset, independent of image size. Mouse: 1 px/deg,
 #: so a 32 px image covers 32 deg (mouse V1 RFs are ~10-20 deg) and the highest mouse
@@ -55,9 +56,6 @@ __all__ = ["V1Population", "DEFAULT_PIXELS_PER_DEGREE", "LUMINANCE_WEIGHTS", "pi
 #: (a 32 px image covers 1.6 deg of the parafovea), so 8 cpd is 0.4 cycles/pixel,
 #: below Nyquist; low-SF macaque cells (< ~1 cpd) see less than two cycles at 32 px.
 DEFAULT_PIXELS_PER_DEGREE = {"mouse_v1": 1.0, "macaque_v1": 20.0}
-
-#: RGB -> luminance weights (ITU-R BT.601, as PIL's "L" mode).
-LUMINANCE_WEIGHTS = (0.299, 0.587, 0.114)
 
 # Bump when the response model changes: it is part of the fingerprint (cache key).
 _MODEL_VERSION = 1
@@ -234,12 +232,7 @@ class V1Population:
                 raise ValueError(f"V1Population: 'images': expected float values in [0, 1], found range [{arr.min():.3g}, {arr.max():.3g}]")
         else:
             raise ValueError(f"V1Population: 'images': expected dtype uint8 or float, found {arr.dtype}")
-        if arr.shape[1] == 3:
-            w = np.asarray(LUMINANCE_WEIGHTS, dtype=np.float32)
-            arr = np.tensordot(arr, w, axes=([1], [0]))
-        else:
-            arr = arr[:, 0]
-        return arr.reshape(arr.shape[0], -1)
+        return to_grayscale(arr).reshape(arr.shape[0], -1)
 
     def _drive(self, images) -> np.ndarray:
         """Scaled, noise-free responses ``[N, K]`` float32 (chunked over images)."""
@@ -259,7 +252,7 @@ class V1Population:
 
         Args:
             images: ``[N, C, H, W]``, C = 1 (gray) or 3 (RGB, converted with
-                :data:`LUMINANCE_WEIGHTS`), float in ``[0, 1]`` or uint8 (scaled by 1/255),
+                :data:`~neuroreg.imageops.LUMINANCE_WEIGHTS`), float in ``[0, 1]`` or uint8 (scaled by 1/255),
                 H = W = ``image_size``.
 
         Returns:

@@ -16,7 +16,7 @@ with a ``data:`` section (or a bare ``class_path`` / ``init_args``). Outputs go 
 callback logs) go to ``RUN/eval/metrics.csv`` in Lightning's CSV layout and, unless
 ``--no-log``, to the loggers the run was trained with, at the checkpoint's global step
 (the run's CSV version directory, its wandb run resumed by id; see
-:mod:`neuroreg.evaluation.runlog`).
+:mod:`neuroreg.runs.loggers`).
 
 In Python, :func:`evaluate_checkpoint` does the same with any
 :class:`~neuroreg.evaluation.suite.Budget`.
@@ -193,7 +193,7 @@ def evaluate_checkpoint(
     (:func:`load_model`); the data module is the run's or ``data``'s; the suite runs
     (:func:`neuroreg.evaluation.suite.evaluate`); the ``eval/…`` scalars are logged to
     the run's loggers at the checkpoint's ``global_step`` (``log_to_run``; see
-    :func:`neuroreg.evaluation.runlog.resolve_targets`, outcomes in
+    :func:`neuroreg.runs.loggers.resolve_targets`, outcomes in
     ``report["run_loggers"]``, notes for loggers that cannot be reached in
     ``report["run_logger_notes"]``); then ``out`` is written as a whole directory
     atomically (:func:`~neuroreg.evaluation.report.write_eval_dir`): ``report.json``
@@ -228,8 +228,8 @@ def evaluate_checkpoint(
     import torch
 
     from neuroreg.evaluation.report import write_eval_dir
-    from neuroreg.evaluation.runlog import RunLogError, log_to_targets, resolve_targets
     from neuroreg.evaluation.suite import Budget, evaluate, metrics
+    from neuroreg.runs.loggers import RunLogError, log_to_targets, resolve_targets
 
     if not isinstance(budget, Budget):
         raise EvalError(f"budget: expected a neuroreg.evaluation.suite.Budget, found {type(budget).__name__}")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import socket
 import sys
@@ -37,7 +36,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from .recipe import Arm, Recipe, Scale
@@ -126,20 +124,6 @@ def _instantiate_data(section: dict[str, Any]) -> Any:
     return parser.instantiate_classes(parser.parse_object({"data": section}))["data"]
 
 
-class _KeepRandomState:
-    def __enter__(self):
-        import torch
-
-        self.state = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-
-    def __exit__(self, *exc):
-        import torch
-
-        random.setstate(self.state[0])
-        np.random.set_state(self.state[1])
-        torch.set_rng_state(self.state[2])
-
-
 # ------------------------------------------------------------------ stage work
 def _run_fetch(name: str, data_dir: str | None) -> Callable[[Stage], dict[str, Any]]:
     def run(stage: Stage) -> dict[str, Any]:
@@ -154,9 +138,10 @@ def _run_fetch(name: str, data_dir: str | None) -> Callable[[Stage], dict[str, A
 
 def _run_twin(section: dict[str, Any]) -> Callable[[Stage], dict[str, Any]]:
     def run(stage: Stage) -> dict[str, Any]:
+        from neuroreg.runs.random_state import kept_random_state
         from neuroreg.twin.targets import TwinTargets
 
-        with _KeepRandomState():
+        with kept_random_state():
             source = TwinTargets(**(section.get("init_args") or {}))
             ckpt = source.twin_checkpoint()
         return {"checkpoint": str(Path(ckpt).resolve()), "config": None if source.config is None else str(source.config), "overrides": source.overrides}
@@ -166,7 +151,9 @@ def _run_twin(section: dict[str, Any]) -> Callable[[Stage], dict[str, Any]]:
 
 def _run_targets(section: dict[str, Any]) -> Callable[[Stage], dict[str, Any]]:
     def run(stage: Stage) -> dict[str, Any]:
-        with _KeepRandomState():
+        from neuroreg.runs.random_state import kept_random_state
+
+        with kept_random_state():
             data = _instantiate_data(section)
             data.prepare_data()
             data.setup("fit")
@@ -187,7 +174,8 @@ def _loggers(stage_dir: Path, run_name: str, wandb: dict[str, Any] | None) -> li
 def _run_fit(argv: list[str], progress: bool) -> Callable[[Stage], dict[str, Any]]:
     def run(stage: Stage) -> dict[str, Any]:
         from neuroreg.cli import run_cli
-        from neuroreg.resume import LAST_CHECKPOINT, read_status, write_status
+        from neuroreg.runs.checkpoints import LAST_CHECKPOINT
+        from neuroreg.runs.status import read_status, write_status
 
         last = stage.folder / LAST_CHECKPOINT
         status = read_status(stage.folder) or {}

@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from neuroreg.io import atomic_write
+
 DONE = "done.json"
 CLAIM = ".claim"
 FAILED = "failed.json"
@@ -33,9 +35,7 @@ FAILED = "failed.json"
 
 def write_json(path: Path, payload: Any) -> Path:
     """Write ``payload`` as JSON to ``path`` atomically (temp file + fsync + rename)."""
-    from neuroreg.evaluation.report import _atomic_write
-
-    _atomic_write(path, lambda f: json.dump(payload, f, indent=2, sort_keys=True, default=str))
+    atomic_write(path, lambda f: json.dump(payload, f, indent=2, sort_keys=True, default=str))
     return path
 
 
@@ -130,7 +130,7 @@ class Stage:
             return False
         if age > stale_after:
             return False
-        from neuroreg.resume import pid_alive
+        from neuroreg.runs.status import pid_alive
 
         if info.get("host") == socket.gethostname() and not pid_alive(int(info.get("pid", -1))):
             return False

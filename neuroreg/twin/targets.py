@@ -176,12 +176,12 @@ class TwinTargets(TargetSource):
 
     # ------------------------------------------------------------- targets
     def target_set(self, images: ImageData) -> TargetSet:
-        from ..data.neural import file_sha256
+        from ..io import file_hash
         from .module import TwinModule
 
         ckpt = self.twin_checkpoint()
         fingerprint = target_key("image-splits", *[f"{s}:{images.split(s).fingerprint()}" for s in self.splits])
-        key = twin_target_key(file_sha256(ckpt), fingerprint)
+        key = twin_target_key(file_hash(ckpt), fingerprint)
         path = target_path(self.cache_dir, key)
         if not path.exists():
             with _RandomState():  # building the modules draws random initial weights

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from ..data.simulated import LUMINANCE_WEIGHTS
+from ..imageops import cover_crop, to_channels
 
 
 class StimulusTransform(nn.Module):
@@ -16,7 +15,7 @@ class StimulusTransform(nn.Module):
     ``[batch, C_in, h, w]`` images in [0, 1] become ``[batch, channels, H, W]``
     normalised stimuli ``(x − mean) / std``:
 
-    1. channels: RGB → luminance with :data:`~neuroreg.data.simulated.LUMINANCE_WEIGHTS`
+    1. channels: RGB → luminance with :data:`~neuroreg.imageops.LUMINANCE_WEIGHTS`
        when ``channels=1``; gray is repeated when ``channels=3``;
     2. size: when ``(h, w) != size`` and ``resize`` is true, scale so the image covers
        ``size`` (bilinear, aspect kept) and centre-crop; when ``resize`` is false a
@@ -75,31 +74,19 @@ class StimulusTransform(nn.Module):
             self.fitted.fill_(True)
 
     def _channels(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        if c == self.channels:
-            return x
-        if c == 3 and self.channels == 1:
-            w = torch.tensor(LUMINANCE_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-            return (x * w).sum(1, keepdim=True)
-        if c == 1 and self.channels == 3:
-            return x.expand(-1, 3, -1, -1)
-        raise ValueError(f"StimulusTransform: images: expected 1 or 3 channels, found {c}")
+        if x.shape[1] not in (1, 3):
+            raise ValueError(f"StimulusTransform: images: expected 1 or 3 channels, found {x.shape[1]}")
+        return to_channels(x, self.channels)
 
     def _size(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[2:]
         H, W = self.size
-        if (h, w) == (H, W):
-            return x
-        if not self.resize:
+        if (h, w) != (H, W) and not self.resize:
             raise ValueError(
                 f"StimulusTransform: images: expected resolution {H}x{W} (transform size), found {h}x{w}; "
                 "set resize: true to resize and crop them"
             )
-        scale = max(H / h, W / w)
-        nh, nw = max(H, round(h * scale)), max(W, round(w * scale))
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=scale < 1)
-        top, left = (nh - H) // 2, (nw - W) // 2
-        return x[:, :, top : top + H, left : left + W]
+        return cover_crop(x, self.size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[batch, C_in, h, w]`` in [0, 1] → ``[batch, channels, H, W]`` normalised."""

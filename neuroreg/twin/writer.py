@@ -57,7 +57,7 @@ class TargetSetWriter(BasePredictionWriter):
             trainer.predict_loop.return_predictions = False  # rows go to disk, not to a list
 
     def on_predict_start(self, trainer, pl_module) -> None:
-        from ..data.neural import file_sha256
+        from ..io import file_hash
 
         ckpt = trainer.ckpt_path  # known once the checkpoint is restored, i.e. here, not in setup
         if not ckpt:
@@ -65,7 +65,7 @@ class TargetSetWriter(BasePredictionWriter):
         dm = trainer.datamodule
         if dm is None or not hasattr(dm, "predict_keys"):
             raise ValueError(f"TargetSetWriter: expected a data module with predict_keys() (NeuralDataModule), found {type(dm).__name__}")
-        key = twin_target_key(file_sha256(ckpt), dm.predict_fingerprint())
+        key = twin_target_key(file_hash(ckpt), dm.predict_fingerprint())
         self.path = target_path(self.output_dir, key)
         self.reused = False
         if self.path.exists():

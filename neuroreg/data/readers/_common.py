@@ -81,14 +81,6 @@ def split_groups(keys: np.ndarray, fractions: dict[str, float], seed: int = 0) -
     return group_tier[inverse]
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_trusted_pickle(path: str | os.PathLike, *, sha256: str | None, trust_pickle: bool, data: bytes | None = None):
     """Unpickle ``path`` only if its sha256 equals ``sha256`` or ``trust_pickle`` is set.
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ...imageops import block_mean
 from ..hdf5 import open_hdf5
 from ..recording import NeuralRecording
 from ._common import ReaderError, fail, split_groups, to_uint8_images
-from .sensorium import _downsample
 
 PIPELINE = "/processing/brain_observatory_pipeline"
 PRESENTATIONS = ("/stimulus/presentation/natural_scenes_stimulus", "/stimulus/presentation/natural_scenes")
@@ -135,7 +135,7 @@ def read_allen_natural_scenes(
         fail(path, f"{dff_group}/data", f"at least {starts.max() + window} frames for the last window", f"{n_frames}")
     idx = starts[:, None] + np.arange(window)[None, :]  # [T, window]
     responses = dff[:, idx].mean(axis=2).T.astype(np.float32)  # [T, cells]
-    images = _downsample(to_uint8_images(path, TEMPLATES[0], templates), downsample)
+    images = block_mean(to_uint8_images(path, TEMPLATES[0], templates), downsample)
     tiers = split_groups(stim, {"validation": validation_fraction, "test": test_fraction}, seed=seed)
     return NeuralRecording(
         images=images,

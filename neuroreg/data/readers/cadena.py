@@ -25,16 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ...imageops import block_mean
+from ...io import file_hash
 from ..recording import NeuralRecording
 from ._common import (
     ReaderError,
     fail,
-    file_sha256,
     load_trusted_pickle,
     split_groups,
     to_uint8_images,
 )
-from .sensorium import _downsample
 
 PKL_NAME = "cadena_ploscb_data.pkl"
 
@@ -87,7 +87,7 @@ def read_cadena(
     if not path.exists():
         raise FileNotFoundError(f"Cadena data not found: {path}")
     if zipfile.is_zipfile(path):  # the checksum covers the zip as downloaded
-        seen = file_sha256(path)
+        seen = file_hash(path)
         if sha256 is not None and seen != sha256:
             raise ReaderError(f"{path}: refusing to unpickle: sha256 expected {sha256}, found {seen} (unpickling runs code)")
         trust_pickle = trust_pickle or sha256 is not None
@@ -110,7 +110,7 @@ def read_cadena(
     images = to_uint8_images(path, "images", images)
     if crop:
         images = images[:, :, crop:-crop, crop:-crop]
-    images = _downsample(images, downsample)
+    images = block_mean(images, downsample)
     image_ids = np.asarray(data.get("image_ids", np.arange(1, n_img + 1))).ravel()
     if len(image_ids) != n_img:
         fail(path, "image_ids", f"{n_img} entries", f"{len(image_ids)}")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...imageops import block_mean
 from ..hdf5 import open_hdf5
 from ..recording import NeuralRecording
 from ._common import (
@@ -90,17 +91,6 @@ class _Tree:
     def close(self) -> None:
         if self.zip is not None:
             self.zip.close()
-
-
-def _downsample(images: np.ndarray, factor: int) -> np.ndarray:
-    """Block-mean downsampling of ``[N, C, H, W]`` by an integer factor (crops the remainder)."""
-    if factor == 1:
-        return images
-    n, c, h, w = images.shape
-    h2, w2 = h // factor, w // factor
-    x = images[:, :, : h2 * factor, : w2 * factor].astype(np.float32)
-    x = x.reshape(n, c, h2, factor, w2, factor).mean(axis=(3, 5))
-    return np.round(x).astype(np.uint8) if images.dtype == np.uint8 else x.astype(np.float32)
 
 
 def _dedupe_images(path, trial_images: np.ndarray, image_id: np.ndarray | None):
@@ -255,7 +245,7 @@ def _assemble(path, images_field, trial_images, responses, tiers, frame_id, neur
     """Per-trial images and responses of either Sensorium layout → a NeuralRecording."""
     if withhold_zero_test:
         withhold_zero_trials(path, responses, tiers)
-    images = _downsample(to_uint8_images(path, images_field, trial_images), downsample)
+    images = block_mean(to_uint8_images(path, images_field, trial_images), downsample)
     images, image_ids, trial_image = _dedupe_images(path, images, frame_id)
     return NeuralRecording(
         images=images,

@@ -12,19 +12,17 @@ At the start of ``fit``, :class:`RecordLoggers` (added by ``neuroreg fit``) writ
 ``log_dir`` is relative to the record's directory (so a moved run tree still resolves);
 ``version`` is the CSV / TensorBoard version or the wandb run id, known only once the
 fit has started (hence a record rather than the config). :func:`resolve_targets` turns
-the record into targets: a CSV logger gets a row appended to its ``metrics.csv`` (in
-Lightning's layout, atomically: Lightning's own writer would delete an existing file), a
-TensorBoard logger a new event file in its version directory, a wandb logger its run
-resumed by id. A run from before the record falls back to ``config.yaml``'s
+the record into targets: a CSV logger gets a row appended to its ``metrics.csv``
+(:func:`~neuroreg.runs.metrics_csv.append_row`: in Lightning's layout, atomically, since
+Lightning's own writer would delete an existing file), a TensorBoard logger a new event
+file in its version directory, a wandb logger its run resumed by id. A run from before the record falls back to ``config.yaml``'s
 ``trainer.logger``: the first CSV / TensorBoard logger's version directory is the run
 directory; a wandb run id is only found there if the config names it.
 """
 
 from __future__ import annotations
 
-import csv
 import importlib
-import io
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -33,6 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+
+from neuroreg.io import atomic_write
+
+from .metrics_csv import METRICS_FILE, append_row
 
 RECORD_NAME = "loggers.json"
 SCHEMA = 1
@@ -77,11 +79,9 @@ def write_logger_record(loggers: Sequence[Any], run_dir: str | os.PathLike[str])
     Returns:
         The record's path.
     """
-    from neuroreg.evaluation.report import _atomic_write
-
     record = {"schema": SCHEMA, "loggers": [logger_entry(lg, run_dir) for lg in loggers]}
     path = Path(run_dir) / RECORD_NAME
-    _atomic_write(path, lambda f: f.write(json.dumps(record, indent=2) + "\n"))
+    atomic_write(path, lambda f: f.write(json.dumps(record, indent=2) + "\n"))
     return path
 
 
@@ -126,32 +126,6 @@ def read_logger_record(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------- targets
 
 
-def append_csv_row(path: str | os.PathLike[str], row: Mapping[str, Any]) -> None:
-    """Append ``row`` to a Lightning-style ``metrics.csv`` atomically.
-
-    The header becomes the sorted union of the old header and ``row``'s keys (as
-    Lightning's CSV writer does); old rows keep their values, blank in new columns. The
-    file is rewritten to a temporary file and renamed over the old one.
-    """
-    from neuroreg.evaluation.report import _atomic_write
-
-    path = Path(path)
-    rows: list[dict[str, str]] = []
-    fields: list[str] = []
-    if path.is_file():
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            fields = list(reader.fieldnames or [])
-            rows = list(reader)
-    fields = sorted(set(fields) | set(row))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, restval="")
-    writer.writeheader()
-    writer.writerows(rows)
-    writer.writerow(dict(row))
-    _atomic_write(path, lambda f: f.write(buf.getvalue()), mode="w")
-
-
 @dataclass(frozen=True)
 class CsvTarget:
     """A CSV logger's version directory: scalars are appended to its ``metrics.csv``."""
@@ -159,12 +133,12 @@ class CsvTarget:
     log_dir: Path
 
     def describe(self) -> str:
-        return f"CSV {self.log_dir / 'metrics.csv'}"
+        return f"CSV {self.log_dir / METRICS_FILE}"
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         if not self.log_dir.is_dir():
             raise FileNotFoundError(f"the CSV logger's version directory {self.log_dir} does not exist")
-        append_csv_row(self.log_dir / "metrics.csv", {"step": step, **metrics})
+        append_row(self.log_dir / METRICS_FILE, {"step": step, **metrics})
 
 
 @dataclass(frozen=True)
@@ -224,8 +198,8 @@ class WandbTarget:
             logger.experiment.finish()
 
 
-def _logger_class(class_path: str) -> type | None:
-    """Import ``class_path``; ``None`` when it cannot be imported."""
+def logger_class(class_path: str) -> type | None:
+    """The class a ``class_path`` (``"package.module.Name"``) names; ``None`` when it cannot be imported."""
     module, _, name = class_path.rpartition(".")
     try:
         return getattr(importlib.import_module(module), name)
@@ -237,7 +211,7 @@ def _target(entry: Mapping[str, Any], base: Path, where: str) -> Any:
     """The target of one record entry, or a string saying why there is none."""
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
-    cls = _logger_class(entry["class_path"])
+    cls = logger_class(entry["class_path"])
     if cls is None:
         return f"{where}: cannot import logger class {entry['class_path']}"
     if issubclass(cls, (CSVLogger, TensorBoardLogger)):
@@ -278,7 +252,7 @@ def _entries_from_config(config: Path) -> tuple[list[dict[str, Any]], list[str]]
             notes.append(f"{where}: expected a mapping with class_path / init_args, found {item!r}")
             continue
         init = item.get("init_args") or {}
-        cls = _logger_class(item["class_path"])
+        cls = logger_class(item["class_path"])
         if cls is not None and issubclass(cls, (CSVLogger, TensorBoardLogger)):
             name = init.get("name", "lightning_logs")
             if i != 0 or (name and run_dir.parent.name != str(name)):
