@@ -55,7 +55,7 @@ data:
 """
 
 GROUND_TRUTH = """
-      class_path: neuroreg.data.targets.GroundTruthTargets
+      class_path: neuroreg.targets.sources.GroundTruthTargets
       init_args:
         population:
           class_path: neuroreg.data.simulated.V1Population

@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import Callback
 from torch.utils.data import TensorDataset
 
 from neuroreg.cli import run_cli
-from neuroreg.data.neural import GroupedBatchSampler
+from neuroreg.data.sampling import GroupedBatchSampler
 from neuroreg.data.sampling import EpochSampler, ResumableBatchSampler, ResumableLoader
 from neuroreg.resume import (
     LAST_CHECKPOINT,
@@ -95,7 +95,7 @@ def tiny_config(max_epochs=3, callbacks=(), **trainer):
             "class_path": "neuroreg.data.datamodules.RegularizedDataModule",
             "init_args": {
                 "images": {"class_path": "neuroreg.data.images.Digits", "init_args": {"size": 32}},
-                "targets": {"class_path": "neuroreg.data.controls.PixelTargets", "init_args": {"channels": 1, "size": 4}},
+                "targets": {"class_path": "neuroreg.targets.controls.PixelTargets", "init_args": {"channels": 1, "size": 4}},
                 "batch_size": 32,
             },
         },

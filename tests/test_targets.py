@@ -4,7 +4,8 @@ import h5py
 import numpy as np
 import pytest
 
-from neuroreg.data.targets import TargetSet, TargetSetError, TargetSetFile, target_key
+from neuroreg.targets.format import TargetSet, TargetSetError, target_key
+from neuroreg.targets.sources import TargetSetFile
 
 
 def make_ts(n=5, k=3, key="abc"):
