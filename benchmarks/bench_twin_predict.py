@@ -45,11 +45,11 @@ def rss_mb() -> float:
 
 def main() -> None:
     from neuroreg.targets.format import TargetSet
+    from neuroreg.targets.writer import predict_target_set
     from neuroreg.twin.cores import Stacked2dCore
     from neuroreg.twin.module import TwinModule
     from neuroreg.twin.readouts import GaussianReadout
     from neuroreg.twin.transforms import StimulusTransform
-    from neuroreg.targets.writer import predict_target_set
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-images", type=int, default=100_000)

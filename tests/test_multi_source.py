@@ -4,15 +4,11 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-
 from conftest import make_recording
+
 from neuroreg.data.datamodules import RegularizedDataModule
 from neuroreg.data.images import Digits
 from neuroreg.data.recording_sources import RecordingFile
-from neuroreg.targets.base import NeuralBatchSource
-from neuroreg.targets.controls import PixelTargets, RandomNetworkTargets, ShuffledResponses, ShuffledTargets
-from neuroreg.targets.format import TargetSet, target_key
-from neuroreg.targets.sources import RecordingResponses
 from neuroreg.models.backbones import SmallResNet
 from neuroreg.models.classifier import RegularizedClassifier, batchnorm_mode
 from neuroreg.regularizers import (
@@ -22,6 +18,15 @@ from neuroreg.regularizers import (
     SimilarityRegularizer,
     SpectralRegularizer,
 )
+from neuroreg.targets.base import NeuralBatchSource
+from neuroreg.targets.controls import (
+    PixelTargets,
+    RandomNetworkTargets,
+    ShuffledResponses,
+    ShuffledTargets,
+)
+from neuroreg.targets.format import TargetSet, target_key
+from neuroreg.targets.sources import RecordingResponses
 
 
 class NoiseResponses(NeuralBatchSource):

@@ -18,8 +18,12 @@ from pytorch_lightning.callbacks import Callback
 from torch.utils.data import TensorDataset
 
 from neuroreg.cli import run_cli
-from neuroreg.data.sampling import GroupedBatchSampler
-from neuroreg.data.sampling import EpochSampler, ResumableBatchSampler, ResumableLoader
+from neuroreg.data.sampling import (
+    EpochSampler,
+    GroupedBatchSampler,
+    ResumableBatchSampler,
+    ResumableLoader,
+)
 from neuroreg.resume import (
     LAST_CHECKPOINT,
     RunLayout,

@@ -24,12 +24,24 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from ..targets.base import NeuralBatchSource, TargetSource
 from ..targets.format import TargetSet, TargetSetError, target_key
-from .datasets import AlignedDataset, NeuralDataset, PredictionImages, RepeatDataset, TrialDataset
+from .datasets import (
+    AlignedDataset,
+    NeuralDataset,
+    PredictionImages,
+    RepeatDataset,
+    TrialDataset,
+)
 from .images import SPLITS, ImageData, ImageSplit, ImageSplitDataset
 from .images.colour import match_channels_and_size
 from .recording import NeuralRecording, RecordingError
 from .recording_sources import RecordingSource, recording_source
-from .sampling import EpochSampler, GroupedBatchSampler, ResumableBatchSampler, ResumableLoader, run_seed
+from .sampling import (
+    EpochSampler,
+    GroupedBatchSampler,
+    ResumableBatchSampler,
+    ResumableLoader,
+    run_seed,
+)
 
 #: name of the source when ``targets`` is a single TargetSource
 DEFAULT_SOURCE = "targets"

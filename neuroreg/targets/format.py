@@ -165,8 +165,8 @@ class TargetSetStream:
         >>> with TargetSetStream(path, np.array(["a", "b", "c"]), 2, target_key("example")) as out:
         ...     out.write(0, np.ones((2, 2)))
         ...     out.write(2, np.zeros((1, 2)))
-        >>> TargetSet.load(path).targets.sum()
-        4.0
+        >>> TargetSet.load(path).targets.tolist()
+        [[1.0, 1.0], [1.0, 1.0], [0.0, 0.0]]
     """
 
     def __init__(

@@ -13,7 +13,14 @@ The package's public API is exported here, so configs name an image set as
 """
 
 from .archives import unpack_archive
-from .base import SPLITS, ImageData, ImageSplit, ImageSplitDataset, split_indices, split_train
+from .base import (
+    SPLITS,
+    ImageData,
+    ImageSplit,
+    ImageSplitDataset,
+    split_indices,
+    split_train,
+)
 from .colour import to_grayscale
 from .embedded import ClutteredDigits, Digits
 from .tinyimagenet import TinyImageNet
