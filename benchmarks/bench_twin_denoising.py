@@ -33,7 +33,8 @@ class Progress(pl.Callback):
 
 
 def main() -> None:
-    from neuroreg.data.neural import NeuralDataModule, SimulatedRecording
+    from neuroreg.data.datamodules import NeuralDataModule
+    from neuroreg.data.recording_sources import SimulatedRecording
     from neuroreg.data.simulated import V1Population
     from neuroreg.twin import metrics
     from neuroreg.twin.cores import Stacked2dCore

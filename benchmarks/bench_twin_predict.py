@@ -1,6 +1,6 @@
 """Cost of streaming a twin's predictions into a TargetSet.
 
-1. Throughput: images/s of :func:`neuroreg.twin.writer.predict_target_set` (forward +
+1. Throughput: images/s of :func:`neuroreg.targets.writer.predict_target_set` (forward +
    chunked HDF5 write) vs images/s of the same twin's bare forward passes on the same
    batches. Target ratio >= 0.9.
 2. Memory: peak resident memory while writing ``--n-images`` (default 100,000)
@@ -44,12 +44,12 @@ def rss_mb() -> float:
 
 
 def main() -> None:
-    from neuroreg.data.targets import TargetSet
+    from neuroreg.targets.format import TargetSet
+    from neuroreg.targets.writer import predict_target_set
     from neuroreg.twin.cores import Stacked2dCore
     from neuroreg.twin.module import TwinModule
     from neuroreg.twin.readouts import GaussianReadout
     from neuroreg.twin.transforms import StimulusTransform
-    from neuroreg.twin.writer import predict_target_set
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-images", type=int, default=100_000)

@@ -463,7 +463,7 @@ class Sweep:
         A leading ``/usr/bin/env`` is dropped. A relative ``--config`` / ``-c`` path
         that does not exist from the working directory is taken from next to
         neuroreg's shipped ``experiments/`` (the rule of
-        :class:`~neuroreg.twin.targets.TwinTargets`), so a point runs from any folder.
+        :class:`~neuroreg.targets.twin.TwinTargets`), so a point runs from any folder.
 
         Raises:
             SweepError: the command does not run ``neuroreg`` (or ``python -m neuroreg.cli``).

@@ -5,11 +5,12 @@ import torch
 
 from neuroreg.data.datamodules import RegularizedDataModule
 from neuroreg.data.images import Digits
-from neuroreg.data.targets import TargetSet, TargetSetError, TargetSource, target_key
 from neuroreg.models.backbones import ResNet18, SmallResNet
 from neuroreg.models.classifier import RegularizedClassifier
 from neuroreg.models.taps import FeatureTaps, LayerNotFoundError
 from neuroreg.regularizers import SimilarityRegularizer
+from neuroreg.targets.base import TargetSource
+from neuroreg.targets.format import TargetSet, TargetSetError, target_key
 
 
 class PixelTargets(TargetSource):

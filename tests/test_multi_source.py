@@ -4,14 +4,11 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-
 from conftest import make_recording
-from neuroreg.data.controls import PixelTargets, RandomNetworkTargets, ShuffledTargets
+
 from neuroreg.data.datamodules import RegularizedDataModule
 from neuroreg.data.images import Digits
-from neuroreg.data.neural import RecordingFile
-from neuroreg.data.neural_batches import NeuralSource, RecordingResponses, ShuffledResponses
-from neuroreg.data.targets import TargetSet, target_key
+from neuroreg.data.recording_sources import RecordingFile
 from neuroreg.models.backbones import SmallResNet
 from neuroreg.models.classifier import RegularizedClassifier, batchnorm_mode
 from neuroreg.regularizers import (
@@ -21,9 +18,18 @@ from neuroreg.regularizers import (
     SimilarityRegularizer,
     SpectralRegularizer,
 )
+from neuroreg.targets.base import NeuralBatchSource
+from neuroreg.targets.controls import (
+    PixelTargets,
+    RandomNetworkTargets,
+    ShuffledResponses,
+    ShuffledTargets,
+)
+from neuroreg.targets.format import TargetSet, target_key
+from neuroreg.targets.sources import RecordingResponses
 
 
-class NoiseResponses(NeuralSource):
+class NoiseResponses(NeuralBatchSource):
     """Random stimuli (RGB, 16×16, to exercise conversion) and a linear-rectified population."""
 
     def __init__(self, n_neurons=12, n_images=40, channels=3, size=16):

@@ -57,7 +57,7 @@ SIMILARITY = "{similarity: {class_path: neuroreg.regularizers.SimilarityRegulari
 
 # a twin of 24 neurons fitted for 2 epochs on 160 noise images: seconds, not minutes
 TWIN = """
-      class_path: neuroreg.twin.targets.TwinTargets
+      class_path: neuroreg.targets.twin.TwinTargets
       init_args:
         config: experiments/twin/sim_mouse_v1.yaml
         overrides:

@@ -55,7 +55,7 @@ data:
 """
 
 GROUND_TRUTH = """
-      class_path: neuroreg.data.targets.GroundTruthTargets
+      class_path: neuroreg.targets.sources.GroundTruthTargets
       init_args:
         population:
           class_path: neuroreg.data.simulated.V1Population
@@ -179,6 +179,43 @@ def test_plan_keys_depend_on_content(recipe_dir, tmp_path):
     evals = [s for s in stages if s.kind == "eval"]
     non_base = [s for s in evals if s.info["arm"] != "baseline"]
     assert all(any(d.kind == "eval" and d.info["arm"] == "baseline" for d in s.deps) for s in non_base)
+
+
+TWIN = """
+      class_path: neuroreg.targets.twin.TwinTargets
+      init_args:
+        config: TWIN_CONFIG
+        overrides: [--trainer.max_epochs=1]
+        cache_dir: CACHE"""
+
+
+def test_target_sources_ask_for_their_stages(recipe_dir, tmp_path):
+    """The plan's twin stages come from the sources' ``prerequisites`` hook, nested ones included."""
+    from neuroreg.targets.twin import TwinTargets
+
+    twin_config = tmp_path / "twin.yaml"
+    twin_config.write_text((ROOT / "experiments" / "twin" / "sim_mouse_v1.yaml").read_text())
+    twin = TWIN.replace("CACHE", str(tmp_path / "cache")).replace("TWIN_CONFIG", str(twin_config))
+    shuffled = "\n      class_path: neuroreg.targets.controls.ShuffledTargets\n      init_args:\n        seed: 0\n        source:" + twin.replace("\n", "\n    ")
+    (recipe_dir / "similarity.yaml").write_text(BASE.replace(" {REGS}", SIMILARITY).replace(" TARGETS", twin))
+    (recipe_dir / "shuffled.yaml").write_text(BASE.replace(" {REGS}", SIMILARITY).replace(" TARGETS", shuffled))
+    raw = yaml.safe_load((recipe_dir / "recipe.yaml").read_text())
+    raw["scales"]["mini"]["arms"] = {"baseline": "baseline.yaml", "similarity": "similarity.yaml", "shuffled": "shuffled.yaml"}
+    (recipe_dir / "recipe.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    recipe = load_recipe(recipe_dir)
+    stages = plan(recipe, recipe.scale("mini"), [0], tmp_path / "out", progress=False)
+    twins = [s for s in stages if s.kind == "twin"]
+    assert len(twins) == 1  # the same twin section, plain and nested in a control: one stage
+    assert twins[0].folder == tmp_path / "out" / "stages" / f"twin-{twins[0].key}"
+    targets = [s for s in stages if s.kind == "targets"]
+    assert len(targets) == 2 and all(twins[0] in s.deps for s in targets)
+    needs = TwinTargets.prerequisites({"config": str(twin_config), "overrides": []})
+    assert [n.kind for n in needs] == ["twin"] and needs[0].depends_on == (twin_config,)
+    assert TwinTargets.prerequisites({"config": None, "checkpoint": "twin.ckpt"})[0].depends_on == ("twin.ckpt",)
+    # the twin stage's key follows the twin config's content
+    twin_config.write_text(twin_config.read_text() + "# edited\n")
+    again = [s for s in plan(recipe, recipe.scale("mini"), [0], tmp_path / "out", progress=False) if s.kind == "twin"]
+    assert len(again) == 1 and again[0].key != twins[0].key
 
 
 def test_arms_with_their_own_baseline_are_planned_after_it(recipe_dir, tmp_path):

@@ -18,8 +18,12 @@ from pytorch_lightning.callbacks import Callback
 from torch.utils.data import TensorDataset
 
 from neuroreg.cli import run_cli
-from neuroreg.data.neural import GroupedBatchSampler
-from neuroreg.data.sampling import EpochSampler, ResumableBatchSampler, ResumableLoader
+from neuroreg.data.sampling import (
+    EpochSampler,
+    GroupedBatchSampler,
+    ResumableBatchSampler,
+    ResumableLoader,
+)
 from neuroreg.runs.checkpoints import LAST_CHECKPOINT
 from neuroreg.runs.folders import RunLayout, comparable, run_layout
 from neuroreg.runs.random_state import random_state, set_random_state
@@ -89,7 +93,7 @@ def tiny_config(max_epochs=3, callbacks=(), **trainer):
             "class_path": "neuroreg.data.datamodules.RegularizedDataModule",
             "init_args": {
                 "images": {"class_path": "neuroreg.data.images.Digits", "init_args": {"size": 32}},
-                "targets": {"class_path": "neuroreg.data.controls.PixelTargets", "init_args": {"channels": 1, "size": 4}},
+                "targets": {"class_path": "neuroreg.targets.controls.PixelTargets", "init_args": {"channels": 1, "size": 4}},
                 "batch_size": 32,
             },
         },

@@ -4,7 +4,8 @@ import h5py
 import numpy as np
 import pytest
 
-from neuroreg.data.targets import TargetSet, TargetSetError, TargetSetFile, target_key
+from neuroreg.targets.format import TargetSet, TargetSetError, target_key
+from neuroreg.targets.sources import TargetSetFile
 
 
 def make_ts(n=5, k=3, key="abc"):
@@ -69,3 +70,17 @@ def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         ts.save(tmp_path / "t.h5")
     assert os.listdir(tmp_path) == []
+
+
+def test_sources_without_work_ask_for_no_stages():
+    from neuroreg.targets.base import NeuralBatchSource, TargetSource
+    from neuroreg.targets.controls import (
+        PixelTargets,
+        ShuffledResponses,
+        ShuffledTargets,
+    )
+    from neuroreg.targets.sources import GroundTruthTargets, RecordingResponses
+
+    for cls in (TargetSource, NeuralBatchSource, GroundTruthTargets, TargetSetFile, PixelTargets, ShuffledTargets,
+                RecordingResponses, ShuffledResponses):
+        assert cls.prerequisites({}) == []

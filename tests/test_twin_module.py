@@ -8,13 +8,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from neuroreg.data.neural import (
-    GroupedBatchSampler,
-    NeuralDataModule,
-    RecordingFile,
-    SimulatedRecording,
-)
+from neuroreg.data.datamodules import NeuralDataModule
 from neuroreg.data.recording import RecordingError
+from neuroreg.data.recording_sources import RecordingFile, SimulatedRecording
+from neuroreg.data.sampling import GroupedBatchSampler
 from neuroreg.data.simulated import V1Population
 from neuroreg.twin.cores import Stacked2dCore
 from neuroreg.twin.losses import GaussianLoss, PoissonLoss

@@ -11,9 +11,9 @@ import torch
 
 from neuroreg.cli import run_cli
 from neuroreg.data.images import Digits
-from neuroreg.data.targets import TargetSet, TargetSetError, TargetSetStream
-from neuroreg.twin.targets import TwinTargets
-from neuroreg.twin.writer import TargetSetWriter
+from neuroreg.targets.format import TargetSet, TargetSetError, TargetSetStream
+from neuroreg.targets.twin import TwinTargets
+from neuroreg.targets.writer import TargetSetWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 TWIN = ROOT / "experiments" / "twin" / "sim_mouse_v1.yaml"
@@ -64,7 +64,7 @@ def fit_small(tmp_path):
 def predict(ckpt, out_dir, extra=()):
     return run_cli(["predict", "--config", str(TWIN), *SMALL, "--ckpt_path", str(ckpt),
                     "--data.init_args.predict_images=neuroreg.data.images.Digits", "--data.init_args.predict_splits=[validation, test]",
-                    "--trainer.callbacks+=neuroreg.twin.writer.TargetSetWriter",
+                    "--trainer.callbacks+=neuroreg.targets.writer.TargetSetWriter",
                     f"--trainer.callbacks.init_args.output_dir={out_dir}", *extra])
 
 

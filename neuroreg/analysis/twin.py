@@ -59,8 +59,8 @@ def load_twin(
     from pytorch_lightning import LightningDataModule
 
     from neuroreg.repro.runner import ReproError, resolved_config
+    from neuroreg.targets.twin import locate_config
     from neuroreg.twin.module import TwinModule
-    from neuroreg.twin.targets import _resolved
 
     if isinstance(twin, TwinRun):
         if twin.status != "done" or twin.checkpoint is None:
@@ -74,7 +74,7 @@ def load_twin(
             raise AnalysisError(f"{ckpt}: file not found; expected the twin's checkpoint")
         if config is None:
             raise AnalysisError(f"{ckpt}: no twin config given (the twin was not fitted from a config); its recording is unknown")
-        config = _resolved(str(config))
+        config = locate_config(str(config))
         if not config.is_file():
             raise AnalysisError(f"{config}: file not found; expected the twin's config (relative paths resolve from {workdir})")
         try:

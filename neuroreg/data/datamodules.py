@@ -1,68 +1,63 @@
-"""RegularizedDataModule: classification batches with neural targets from named sources."""
+"""The two DataModules: batches for a classifier and batches for a digital twin.
+
+- :class:`RegularizedDataModule`: classification batches whose training items carry
+  targets from named sources (:mod:`neuroreg.targets`), optionally with separate
+  neural batches;
+- :class:`NeuralDataModule`: trial-level batches of one or several NeuralRecordings
+  for fitting a :class:`~neuroreg.twin.module.TwinModule`, and images to predict
+  (``neuroreg predict``). Recordings come from a ``.h5`` file or a simulated
+  population (:mod:`neuroreg.data.recording_sources`).
+
+Their datasets are in :mod:`neuroreg.data.datasets`, their seeded, resumable samplers in
+:mod:`neuroreg.data.sampling`.
+"""
 
 from __future__ import annotations
 
+import warnings
 import zlib
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from ..targets.base import NeuralBatchSource, TargetSource
+from ..targets.format import TargetSet, TargetSetError, target_key
+from .datasets import (
+    AlignedDataset,
+    NeuralDataset,
+    PredictionImages,
+    RepeatDataset,
+    TrialDataset,
+)
 from .images import SPLITS, ImageData, ImageSplit, ImageSplitDataset
-from .neural_batches import NeuralSource
-from .sampling import EpochSampler, ResumableBatchSampler, ResumableLoader, run_seed
-from .targets import TargetSet, TargetSetError, TargetSource
+from .images.colour import match_channels_and_size
+from .recording import NeuralRecording, RecordingError
+from .recording_sources import RecordingSource, recording_source
+from .sampling import (
+    EpochSampler,
+    GroupedBatchSampler,
+    ResumableBatchSampler,
+    ResumableLoader,
+    run_seed,
+)
 
 #: name of the source when ``targets`` is a single TargetSource
 DEFAULT_SOURCE = "targets"
 
-
-class AlignedDataset(Dataset):
-    """Items ``{"image" [C, H, W], "label", "index", "targets": {source: [K]}}``."""
-
-    def __init__(self, split: ImageSplit, targets: dict[str, np.ndarray]):
-        self.base = ImageSplitDataset(split)
-        self.targets = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in targets.items()}
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int) -> dict:
-        item = self.base[i]
-        item["targets"] = {k: v[i] for k, v in self.targets.items()}
-        return item
+#: name of the recording (and of the twin's dataset) when a NeuralDataModule has a single one
+DEFAULT_DATASET = "default"
 
 
-class NeuralDataset(Dataset):
-    """Items ``{"image" [C, H, W] float32 in [0, 1], "target" [K]}`` of a neural source."""
-
-    def __init__(self, stimuli: np.ndarray, responses: np.ndarray):
-        self.stimuli = torch.from_numpy(np.ascontiguousarray(stimuli, dtype=np.float32))
-        self.responses = torch.from_numpy(np.ascontiguousarray(responses, dtype=np.float32))
-
-    def __len__(self) -> int:
-        return len(self.responses)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"image": self.stimuli[i], "target": self.responses[i]}
-
-
-def _match_images(name: str, stimuli: np.ndarray, channels: int, size: tuple[int, int]) -> np.ndarray:
-    """Convert neural stimuli to the classification images' channels and size."""
+def _neural_stimuli(name: str, stimuli: np.ndarray, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """Check neural stimuli and convert them to the classification images' channels and size."""
     x = np.asarray(stimuli, dtype=np.float32)
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"neural.{name}: stimuli: expected [M, 1 or 3, H, W], found shape {x.shape}")
     if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
         raise ValueError(f"neural.{name}: stimuli: expected finite values in [0, 1]")
-    if x.shape[1] == 1 and channels == 3:
-        x = np.repeat(x, 3, axis=1)
-    elif x.shape[1] == 3 and channels == 1:
-        x = np.tensordot(x, np.asarray([0.299, 0.587, 0.114], dtype=np.float32), axes=([1], [0]))[:, None]
-    if tuple(x.shape[2:]) != tuple(size):
-        t = torch.nn.functional.interpolate(torch.from_numpy(x), size=tuple(size), mode="bilinear", align_corners=False)
-        x = t.clamp(0, 1).numpy()
-    return x
+    return match_channels_and_size(x, channels, size)
 
 
 class RegularizedDataModule(pl.LightningDataModule):
@@ -71,10 +66,10 @@ class RegularizedDataModule(pl.LightningDataModule):
     Two kinds of target sources, each named:
 
     - ``targets``: sources aligned with the classification images (a
-      :class:`~neuroreg.data.targets.TargetSource` per name, or one source, named
+      :class:`~neuroreg.targets.base.TargetSource` per name, or one source, named
       ``"targets"``). Training items carry ``targets: {name: [K]}`` (NaN: no target).
     - ``neural``: separate neural batches of a recording's own stimuli and
-      responses (:class:`~neuroreg.data.neural.NeuralSource` per name), drawn
+      responses (:class:`~neuroreg.targets.base.NeuralBatchSource` per name), drawn
       alongside every classification batch.
 
     Without neural sources a training batch is ``{"image": [B, C, H, W] in [0, 1],
@@ -93,7 +88,7 @@ class RegularizedDataModule(pl.LightningDataModule):
     Args:
         images: the classification image set (e.g. :class:`~neuroreg.data.images.Digits`).
         targets: aligned target source(s); ``None`` for none.
-        neural: ``{name: NeuralSource}`` for separate neural batches.
+        neural: ``{name: NeuralBatchSource}`` for separate neural batches.
         batch_size: training batch size.
         neural_batch_size: size of each neural batch (default: ``batch_size``).
         eval_batch_size: validation/test batch size (default: ``batch_size``).
@@ -106,7 +101,7 @@ class RegularizedDataModule(pl.LightningDataModule):
         self,
         images: ImageData,
         targets: TargetSource | dict[str, TargetSource] | None = None,
-        neural: dict[str, NeuralSource] | None = None,
+        neural: dict[str, NeuralBatchSource] | None = None,
         batch_size: int = 128,
         neural_batch_size: int | None = None,
         eval_batch_size: int | None = None,
@@ -122,13 +117,13 @@ class RegularizedDataModule(pl.LightningDataModule):
         elif isinstance(targets, TargetSource):
             targets = {DEFAULT_SOURCE: targets}
         self.targets: dict[str, TargetSource] = dict(targets)
-        self.neural: dict[str, NeuralSource] = dict(neural or {})
+        self.neural: dict[str, NeuralBatchSource] = dict(neural or {})
         both = sorted(set(self.targets) & set(self.neural))
         if both:
             raise ValueError(f"targets, neural: expected distinct source names, found {both} in both")
         for name, src in {**self.targets, **self.neural}.items():
             if not hasattr(src, "num_neurons"):
-                raise TypeError(f"source {name!r}: expected a TargetSource or NeuralSource, found {type(src).__name__}")
+                raise TypeError(f"source {name!r}: expected a TargetSource or NeuralBatchSource, found {type(src).__name__}")
         self.batch_size = batch_size
         self.neural_batch_size = neural_batch_size or batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -198,7 +193,7 @@ class RegularizedDataModule(pl.LightningDataModule):
                 )
             if np.isinf(responses).any():
                 raise ValueError(f"neural.{name}: responses: expected finite values or NaN, found inf")
-            self._neural_sets[name] = NeuralDataset(_match_images(name, stimuli, self.channels, size), responses)
+            self._neural_sets[name] = NeuralDataset(_neural_stimuli(name, stimuli, self.channels, size), responses)
         self._datasets = {
             "train": AlignedDataset(train, aligned) if aligned else ImageSplitDataset(train),
             "validation": ImageSplitDataset(self.images.split("validation")),
@@ -235,3 +230,186 @@ class RegularizedDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+
+class NeuralDataModule(pl.LightningDataModule):
+    """Batches of one or several NeuralRecordings for a :class:`~neuroreg.twin.module.TwinModule`.
+
+    Training batches are trials: ``{"image": [B, C, H, W] in [0, 1], "response":
+    [B, K] (NaN: not recorded), "dataset": [B] names}``; validation and test batches
+    are images with all their repeats: ``{"image", "repeats": [B, R, K], "dataset"}``.
+    Every batch comes from a single recording. Neurons never recorded on a training
+    trial are dropped (with a warning counting them).
+
+    For ``neuroreg predict``, ``predict_images`` is the image set whose ``predict_splits``
+    are predicted (batches ``{"image", "index"}``, in split order).
+
+    The training order depends only on ``(seed, epoch)`` and the training loader is a
+    :class:`~neuroreg.data.sampling.ResumableLoader`, so a fit resumed from a
+    checkpoint, even one written mid-epoch, sees the same batches as an uninterrupted one.
+
+    Args:
+        recording: a ``.h5`` path, a :class:`RecordingSource`, or ``{name: either}``
+            for a twin with one readout per recording (mouse and monkey together).
+        batch_size: training batch size (trials).
+        eval_batch_size: validation/test/predict batch size (default ``batch_size``).
+        num_workers: DataLoader workers.
+        predict_images: image set to predict (``neuroreg predict``).
+        predict_splits: its splits, in order.
+        seed: seed of the training order; ``None``: the run's ``seed_everything``
+            value (``PL_GLOBAL_SEED``), 0 when the run is not seeded.
+
+    Raises:
+        RecordingError: a recording without train or validation tier (names the file).
+    """
+
+    def __init__(
+        self,
+        recording: str | RecordingSource | dict[str, str | RecordingSource],
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        predict_images: ImageData | None = None,
+        predict_splits: list[str] = ("train", "validation", "test"),
+        seed: int | None = None,
+    ):
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"NeuralDataModule: 'batch_size': expected >= 1, found {batch_size}")
+        if isinstance(recording, dict):
+            self.sources = {k: recording_source(v) for k, v in recording.items()}
+        else:
+            self.sources = {DEFAULT_DATASET: recording_source(recording)}
+        if not self.sources:
+            raise ValueError("NeuralDataModule: 'recording': expected at least one recording, found an empty mapping")
+        self.multiple = isinstance(recording, dict)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.predict_images = predict_images
+        unknown = [s for s in predict_splits if s not in SPLITS]
+        if unknown:
+            raise ValueError(f"NeuralDataModule: 'predict_splits': expected splits in {list(SPLITS)}, found {unknown}")
+        self.predict_splits = list(predict_splits)
+        self.seed = run_seed() if seed is None else int(seed)
+        self._recordings: dict[str, NeuralRecording] | None = None
+        self._images: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------ recordings
+    @staticmethod
+    def _checked(rec: NeuralRecording) -> NeuralRecording:
+        for tier in ("train", "validation"):
+            if tier not in rec.tiers:
+                raise RecordingError(
+                    f"{rec.name}: field 'trial_tier': NeuralDataModule needs a '{tier}' tier "
+                    f"({'fitting' if tier == 'train' else 'early stopping and model selection'}), found tiers {rec.tiers}"
+                )
+        train = rec.trial_tier == "train"
+        dead = np.isnan(rec.responses[train]).all(axis=0)
+        if dead.any():
+            ids = rec.neurons["ids"][dead]
+            warnings.warn(
+                f"{rec.name}: dropping {int(dead.sum())} of {rec.n_neurons} neurons whose responses are NaN on every "
+                f"training trial (ids {ids[:5].tolist()}{' ...' if dead.sum() > 5 else ''})",
+                stacklevel=3,
+            )
+            if dead.all():
+                raise RecordingError(f"{rec.name}: field 'responses': expected some recorded (non-NaN) training responses, found none")
+            keep = ~dead
+            rec = NeuralRecording(
+                images=rec.images, image_ids=rec.image_ids, responses=rec.responses[:, keep], trial_image=rec.trial_image,
+                trial_tier=rec.trial_tier, neurons={k: v[keep] for k, v in rec.neurons.items()}, species=rec.species,
+                area=rec.area, response_unit=rec.response_unit, pixels_per_degree=rec.pixels_per_degree,
+                source=rec.source, citation=rec.citation, license=rec.license, name=rec.name,
+            )
+        return rec
+
+    @property
+    def recordings(self) -> dict[str, NeuralRecording]:
+        """``{dataset name: NeuralRecording}`` (loaded and checked on first use)."""
+        if self._recordings is None:
+            self._recordings = {name: self._checked(src.load()) for name, src in self.sources.items()}
+        return self._recordings
+
+    @property
+    def num_neurons(self) -> int | dict[str, int]:
+        """Neurons per recording: an int for one recording, ``{name: int}`` for several."""
+        counts = {name: rec.n_neurons for name, rec in self.recordings.items()}
+        return counts if self.multiple else next(iter(counts.values()))
+
+    def fingerprint(self) -> str:
+        """Content hash of all recordings (with their names)."""
+        return target_key("neural-data", *[f"{n}:{s.fingerprint()}" for n, s in sorted(self.sources.items())])
+
+    def _tensor_images(self, name: str) -> torch.Tensor:
+        if name not in self._images:
+            self._images[name] = torch.from_numpy(np.ascontiguousarray(self.recordings[name].images))
+        return self._images[name]
+
+    def tier_images(self, name: str, tier: str) -> np.ndarray:
+        """``[M, C, H, W]`` float32 images in [0, 1] shown in ``tier`` of recording ``name``."""
+        rec = self.recordings[name]
+        index = np.unique(rec.trial_image[rec.trial_tier == tier])
+        imgs = rec.images[index]
+        return imgs.astype(np.float32) / 255.0 if imgs.dtype == np.uint8 else imgs
+
+    def mean_response(self, name: str, tier: str = "train") -> np.ndarray:
+        """``[K]`` mean response per neuron over the recorded trials of ``tier``."""
+        rec = self.recordings[name]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(rec.responses[rec.trial_tier == tier], axis=0)
+
+    # ----------------------------------------------------------- dataloaders
+    def _trial_loader(self) -> DataLoader:
+        parts = []
+        for name, rec in self.recordings.items():
+            trials = np.flatnonzero(rec.trial_tier == "train")
+            parts.append(TrialDataset(self._tensor_images(name), rec.trial_image[trials], rec.responses[trials], name))
+        sampler = GroupedBatchSampler([len(p) for p in parts], self.batch_size, shuffle=True, drop_last=True, seed=self.seed)
+        return ResumableLoader(ConcatDataset(parts), batch_sampler=sampler, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def _repeat_loader(self, tier: str) -> DataLoader:
+        parts = []
+        for name, rec in self.recordings.items():
+            if tier not in rec.tiers:
+                continue
+            index, reps = rec.repeats(tier)
+            parts.append(RepeatDataset(self._tensor_images(name), index, reps, name))
+        if not parts:
+            names = {n: r.name for n, r in self.recordings.items()}
+            raise RecordingError(f"{names}: field 'trial_tier': expected a '{tier}' tier in some recording, found none")
+        sampler = GroupedBatchSampler([len(p) for p in parts], self.eval_batch_size, shuffle=False, drop_last=False)
+        return DataLoader(ConcatDataset(parts), batch_sampler=sampler, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._trial_loader()
+
+    def val_dataloader(self) -> DataLoader:
+        return self._repeat_loader("validation")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._repeat_loader("test")
+
+    # ------------------------------------------------------------- predicting
+    def _predict_set(self) -> ImageData:
+        if self.predict_images is None:
+            raise ValueError(
+                "NeuralDataModule: 'predict_images': expected an image set to predict "
+                "(e.g. --data.init_args.predict_images=neuroreg.data.images.Digits), found None"
+            )
+        return self.predict_images
+
+    def predict_keys(self) -> np.ndarray:
+        """``[N]`` keys of the predicted images, in prediction order."""
+        images = self._predict_set()
+        return np.concatenate([images.split(s).keys for s in self.predict_splits])
+
+    def predict_fingerprint(self) -> str:
+        """Content hash of the predicted images (splits, in order)."""
+        images = self._predict_set()
+        return target_key("image-splits", *[f"{s}:{images.split(s).fingerprint()}" for s in self.predict_splits])
+
+    def predict_dataloader(self) -> DataLoader:
+        ds = PredictionImages(self._predict_set(), self.predict_splits)
+        return DataLoader(ds, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)

@@ -7,7 +7,7 @@ ran through, because nothing here draws from the global random state:
   stream)``; Lightning calls its ``set_epoch`` before every training epoch.
 - :class:`ResumableBatchSampler` (a :class:`~torch.utils.data.BatchSampler`, so
   Lightning can still inject a ``DistributedSampler`` under DDP) and
-  :class:`~neuroreg.data.neural.GroupedBatchSampler` can start an epoch at a given batch.
+  :class:`GroupedBatchSampler` can start an epoch at a given batch.
 - :class:`ResumableLoader` is a DataLoader with ``state_dict`` / ``load_state_dict``:
   Lightning stores the state of stateful training loaders in every checkpoint and,
   when it restarts from a checkpoint written inside an epoch, loads it back, so the
@@ -203,3 +203,56 @@ class ResumableLoader(DataLoader):
         if not 0 <= batch <= len(self.batch_sampler):
             raise ValueError(f"ResumableLoader: checkpointed loader state: expected a batch in [0, {len(self.batch_sampler)}], found {batch}")
         self.batch_sampler.start_at(int(state["epoch"]), batch)
+
+
+class GroupedBatchSampler(ResumableBatches, Sampler[list[int]]):
+    """Batches of indices into a ConcatDataset, each batch from a single part.
+
+    With ``shuffle`` the items of each part and the order of all batches are
+    permuted every epoch by a generator seeded with ``(seed, epoch)`` only (the
+    epoch is that of ``self.sampler``, which Lightning sets before each training
+    epoch), so a resumed fit sees the same batches; a last batch smaller than
+    ``batch_size`` is dropped when ``drop_last`` and the part is larger than one
+    batch (batch norm needs more than one item). An epoch can start at a given batch
+    (:meth:`ResumableBatches.start_at`).
+
+    Args:
+        sizes: items per part.
+        batch_size: items per batch.
+        shuffle: permute items within parts and the order of batches.
+        drop_last: drop a part's last, smaller batch (see above).
+        seed: seed of the permutations.
+    """
+
+    def __init__(self, sizes: list[int], batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0):
+        self.sizes = list(sizes)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = int(seed)
+        self.sampler = EpochSampler(self.sizes, shuffle=shuffle, seed=self.seed)
+
+    def _batches(self) -> list[list[int]]:
+        indices = iter(self.sampler)
+        batches = []
+        for n in self.sizes:
+            idx = list(itertools.islice(indices, n))
+            for start in range(0, n, self.batch_size):
+                chunk = idx[start : start + self.batch_size]
+                if self.drop_last and len(chunk) < self.batch_size and n > self.batch_size:
+                    continue
+                batches.append(chunk)
+        if self.shuffle:
+            order = torch.randperm(len(batches), generator=epoch_generator(self.seed, self.sampler.epoch, stream=1))
+            batches = [batches[i] for i in order.tolist()]
+        return batches
+
+    def __iter__(self):
+        yield from self._from_start(iter(self._batches()))
+
+    def __len__(self) -> int:
+        total = 0
+        for n in self.sizes:
+            full, rest = divmod(n, self.batch_size)
+            total += full + (1 if rest and not (self.drop_last and n > self.batch_size) else 0)
+        return total

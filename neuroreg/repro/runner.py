@@ -24,6 +24,7 @@ found done. Code changes inside neuroreg that keep its version do not change key
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -34,12 +35,15 @@ import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .recipe import Arm, Recipe, Scale
+from .recipe import Recipe, Scale
 from .stages import FAILED, Heartbeat, Stage, config_digest, content_key, write_json
+
+if TYPE_CHECKING:
+    from neuroreg.targets.base import Prerequisite
 
 _SKIP_KEYS = ("trainer.logger", "trainer.default_root_dir", "trainer.enable_progress_bar", "ckpt_path", "resume",
               "save_last_every_n_steps")
@@ -101,17 +105,31 @@ def _drop(cfg: dict[str, Any], dotted: str) -> None:
         node.pop(parts[-1], None)
 
 
-def _find_sections(value: Any, suffix: str) -> list[dict[str, Any]]:
-    """Every ``{class_path: ...<suffix>, init_args: {...}}`` inside ``value``."""
+def _class_sections(value: Any) -> list[dict[str, Any]]:
+    """Every ``{class_path: ..., init_args: {...}}`` inside ``value``, outer ones first."""
     found = []
     if isinstance(value, dict):
-        if str(value.get("class_path", "")).endswith(suffix):
+        if "class_path" in value:
             found.append(value)
         for v in value.values():
-            found.extend(_find_sections(v, suffix))
+            found.extend(_class_sections(v))
     elif isinstance(value, list):
         for v in value:
-            found.extend(_find_sections(v, suffix))
+            found.extend(_class_sections(v))
+    return found
+
+
+def _prerequisites(data: dict[str, Any]) -> list[tuple[dict[str, Any], Prerequisite]]:
+    """``(config section, Prerequisite)`` for every source configured in a data section
+    that asks for work before a fit (:meth:`~neuroreg.targets.base.TargetSource.prerequisites`)."""
+    from neuroreg.targets.base import NeuralBatchSource, TargetSource
+
+    found = []
+    for section in _class_sections(data):
+        module, _, name = str(section["class_path"]).rpartition(".")
+        cls = getattr(importlib.import_module(module), name, None) if module else None
+        if isinstance(cls, type) and issubclass(cls, (TargetSource, NeuralBatchSource)):
+            found.extend((section, need) for need in cls.prerequisites(section.get("init_args") or {}))
     return found
 
 
@@ -136,15 +154,12 @@ def _run_fetch(name: str, data_dir: str | None) -> Callable[[Stage], dict[str, A
     return run
 
 
-def _run_twin(section: dict[str, Any]) -> Callable[[Stage], dict[str, Any]]:
+def _run_prerequisite(need: Prerequisite) -> Callable[[Stage], dict[str, Any]]:
     def run(stage: Stage) -> dict[str, Any]:
         from neuroreg.runs.random_state import kept_random_state
-        from neuroreg.twin.targets import TwinTargets
 
         with kept_random_state():
-            source = TwinTargets(**(section.get("init_args") or {}))
-            ckpt = source.twin_checkpoint()
-        return {"checkpoint": str(Path(ckpt).resolve()), "config": None if source.config is None else str(source.config), "overrides": source.overrides}
+            return need.run()
 
     return run
 
@@ -253,7 +268,7 @@ def plan(
         fetches.append(Stage(f"fetch {name}", "fetch", key, out / "stages" / f"fetch-{name}-{key}", _run_fetch(name, data_dir)))
     stages += fetches
 
-    twins: dict[str, Stage] = {}
+    prepared: dict[str, Stage] = {}  # the stages target sources ask for (e.g. twin fits)
     targets: dict[str, Stage] = {}
     arm_targets: dict[str, Stage | None] = {}
     resolved: dict[str, dict[str, Any]] = {}  # arm -> its resolved config
@@ -262,27 +277,24 @@ def plan(
         base_overrides = [*scale.overrides, *arm.overrides]
         cfg = resolved_config(arm.config, base_overrides)
         data = cfg.get("data") or {}
-        twin_deps = []
-        for sec in _find_sections(data, "TwinTargets"):
-            init = sec.get("init_args") or {}
-            from neuroreg.twin.targets import _resolved
-
-            digest = config_digest(_resolved(init["config"])) if init.get("config") else init.get("checkpoint")
-            key = content_key("twin", sec, digest)
-            if key not in twins:
-                twins[key] = Stage(f"twin {key}", "twin", key, out / "stages" / f"twin-{key}", _run_twin(sec), deps=tuple(fetches))
-            twin_deps.append(twins[key])
+        source_deps = []
+        for sec, need in _prerequisites(data):
+            key = content_key(need.kind, sec, *[config_digest(d) if isinstance(d, Path) else d for d in need.depends_on])
+            if key not in prepared:
+                prepared[key] = Stage(f"{need.kind} {key}", need.kind, key, out / "stages" / f"{need.kind}-{key}",
+                                      _run_prerequisite(need), deps=tuple(fetches))
+            source_deps.append(prepared[key])
         init = data.get("init_args") or {}
         if init.get("targets") or init.get("neural"):
             key = content_key("targets", data, config_digest(arm.config))
             if key not in targets:
                 targets[key] = Stage(f"targets {arm.label}", "targets", key, out / "stages" / f"targets-{key}",
-                                     _run_targets(data), deps=(*fetches, *twin_deps))
+                                     _run_targets(data), deps=(*fetches, *source_deps))
             arm_targets[arm.label] = targets[key]
         else:
             arm_targets[arm.label] = None
         resolved[arm.label] = cfg
-    stages += list(twins.values()) + list(targets.values())
+    stages += list(prepared.values()) + list(targets.values())
 
     fits: dict[tuple[str, int], Stage] = {}
     for seed in seeds:

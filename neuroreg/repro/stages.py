@@ -48,9 +48,9 @@ def _referenced_files(value: Any, base: Path, seen: set[Path]) -> Iterable[Path]
         for v in value:
             yield from _referenced_files(v, base, seen)
     elif isinstance(value, str) and value.endswith((".yaml", ".yml")):
-        from neuroreg.twin.targets import _resolved
+        from neuroreg.targets.twin import locate_config
 
-        p = _resolved(value)
+        p = locate_config(value)
         if p.is_file() and p.resolve() not in seen:
             seen.add(p.resolve())
             yield p.resolve()

@@ -11,6 +11,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 
+from ..data.datamodules import DEFAULT_DATASET
 from . import metrics
 from .losses import PoissonLoss
 from .readouts import GaussianReadout, MultiReadout
@@ -18,10 +19,6 @@ from .transforms import StimulusTransform
 
 #: builds a readout from ``(in_shape (C, H, W), n_neurons)``; YAML: ``class_path`` + ``init_args``
 ReadoutFactory = Callable[[tuple[int, int, int], int], nn.Module]
-
-#: name of the dataset of a single-recording twin
-DEFAULT_DATASET = "default"
-
 
 class TwinModule(pl.LightningModule):
     """Predicts the responses of recorded neurons to any image.

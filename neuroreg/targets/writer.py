@@ -1,4 +1,10 @@
-"""Streams a twin's predictions for an image set into a TargetSet file."""
+"""Streams a twin's predictions for an image set into a TargetSet file.
+
+:class:`TargetSetWriter` is the Lightning prediction-writer callback of ``neuroreg
+predict``; :func:`predict_target_set` does the same for a twin in memory (what
+:class:`~neuroreg.targets.twin.TwinTargets` uses). Both name the file by
+:func:`twin_target_key`, which hashes the twin checkpoint's bytes and the images' content.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,8 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info
 
-from ..data.targets import TargetSet, TargetSetError, TargetSetStream, target_key
+from ..io import file_hash
+from .format import TargetSet, TargetSetError, TargetSetStream, target_key
 
 
 def twin_target_key(checkpoint_sha256: str, images_fingerprint: str) -> str:
@@ -18,6 +25,7 @@ def twin_target_key(checkpoint_sha256: str, images_fingerprint: str) -> str:
 
 
 def target_path(output_dir: str | Path, key: str) -> Path:
+    """``output_dir/twin_<first 20 hex digits of key>.h5``, where a twin's TargetSet is kept."""
     return Path(output_dir) / f"twin_{key[:20]}.h5"
 
 
@@ -26,7 +34,7 @@ class TargetSetWriter(BasePredictionWriter):
 
     Needs a twin checkpoint (``--ckpt_path``; its bytes are hashed into the key) and a
     data module with ``predict_keys()`` and ``predict_fingerprint()`` (e.g.
-    :class:`~neuroreg.data.neural.NeuralDataModule` with ``predict_images``). The file
+    :class:`~neuroreg.data.datamodules.NeuralDataModule` with ``predict_images``). The file
     ``{output_dir}/twin_{key[:20]}.h5`` is written through a temporary file; if it
     already exists with the same key, prediction is skipped and the file reused; a
     file there with another key is an error. Predictions are not accumulated in
@@ -57,8 +65,6 @@ class TargetSetWriter(BasePredictionWriter):
             trainer.predict_loop.return_predictions = False  # rows go to disk, not to a list
 
     def on_predict_start(self, trainer, pl_module) -> None:
-        from ..io import file_hash
-
         ckpt = trainer.ckpt_path  # known once the checkpoint is restored, i.e. here, not in setup
         if not ckpt:
             raise ValueError("TargetSetWriter: a twin checkpoint is required (--ckpt_path): the TargetSet key hashes its bytes")
@@ -126,7 +132,7 @@ def predict_target_set(
         twin: a :class:`~neuroreg.twin.module.TwinModule` (put in eval mode here).
         images: ``[N, C, H, W]`` uint8 array (converted batch by batch) .
         keys: ``[N]`` image keys.
-        path, key, source, dtype: see :class:`~neuroreg.data.targets.TargetSetStream`.
+        path, key, source, dtype: see :class:`~neuroreg.targets.format.TargetSetStream`.
         batch_size: images per forward pass.
 
     Returns:

@@ -1,4 +1,4 @@
-"""TargetSet: per-image target responses aligned with an image set, keyed by content.
+"""The TargetSet format: per-image target responses aligned with an image set, keyed by content.
 
 File layout (HDF5)::
 
@@ -8,15 +8,23 @@ File layout (HDF5)::
 
 The key hashes everything the targets depend on (e.g. the population or twin that
 produced them, the image set's content, the neuroreg version). Files are written to
-a temporary name and renamed, so a partial file never carries the final name, and a
-file whose key differs from the expected one is refused rather than used.
+a temporary name and renamed (:func:`neuroreg.io.atomic_path`), so a partial file never
+carries the final name, and a file whose key differs from the expected one is refused
+rather than used. :class:`TargetSetStream` writes a large TargetSet block by block.
+
+>>> import tempfile, pathlib
+>>> ts = TargetSet(np.eye(2, 3, dtype=np.float32), np.array(["a", "b"]), key=target_key("example"))
+>>> path = ts.save(pathlib.Path(tempfile.mkdtemp()) / "example.h5")
+>>> TargetSet.load(path, expected_key=ts.key).align(np.array(["b", "a"]))
+array([[0., 1., 0.],
+       [1., 0., 0.]], dtype=float32)
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +32,7 @@ import h5py
 import numpy as np
 
 import neuroreg
-
-from .images import ImageData
+from neuroreg.io import atomic_path
 
 
 class TargetSetError(ValueError):
@@ -73,20 +80,11 @@ class TargetSet:
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: a temporary file in the same folder, then a rename."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            with h5py.File(tmp, "w") as f:
-                n, k = self.targets.shape
-                f.create_dataset("targets", data=self.targets, chunks=(min(n, 1024) or 1, k) if n and k else None)
-                f.create_dataset("image_keys", data=self.image_keys.tolist(), dtype=h5py.string_dtype("utf-8"))
-                f.attrs.update(key=self.key, source=self.source, n_images=n, n_neurons=k, neuroreg_version=neuroreg.__version__)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+            n, k = self.targets.shape
+            f.create_dataset("targets", data=self.targets, chunks=(min(n, 1024) or 1, k) if n and k else None)
+            f.create_dataset("image_keys", data=self.image_keys.tolist(), dtype=h5py.string_dtype("utf-8"))
+            f.attrs.update(key=self.key, source=self.source, n_images=n, n_neurons=k, neuroreg_version=neuroreg.__version__)
         return path
 
     @classmethod
@@ -140,75 +138,15 @@ class TargetSet:
         return self.targets[rows].astype(np.float32)
 
 
-class TargetSource:
-    """Where the targets of the training images come from (injected by config)."""
-
-    #: number of neurons the targets have; known before any data is loaded
-    num_neurons: int
-
-    def target_set(self, images: ImageData) -> TargetSet:
-        raise NotImplementedError
-
-
-class GroundTruthTargets(TargetSource):
-    """Noise-free mean responses of a simulated population to the training images.
-
-    The oracle target source: cached as a TargetSet under ``cache_dir``, keyed by the
-    population's fingerprint and the training images' content.
-
-    Args:
-        population: a :class:`neuroreg.data.simulated.V1Population`.
-        cache_dir: folder of cached TargetSets.
-    """
-
-    def __init__(self, population, cache_dir: str = "data/targets"):
-        self.population = population
-        self.cache_dir = Path(cache_dir)
-        self.num_neurons = int(population.n_neurons)
-
-    def target_set(self, images: ImageData) -> TargetSet:
-        train = images.split("train")
-        key = target_key("ground-truth", self.population.fingerprint(), train.fingerprint())
-        path = self.cache_dir / f"ground_truth_{key[:20]}.h5"
-        if path.exists():
-            return TargetSet.load(path, expected_key=key)
-        responses = self.population.mean_response(train.images_float())
-        ts = TargetSet(
-            targets=np.asarray(responses, dtype=np.float32),
-            image_keys=train.keys,
-            key=key,
-            source=f"ground truth of {type(self.population).__name__} {self.population.fingerprint()[:12]}",
-        )
-        ts.save(path)
-        ts.name = str(path)
-        return ts
-
-
-class TargetSetFile(TargetSource):
-    """A TargetSet on disk (e.g. written by a twin's prediction).
-
-    Args:
-        path: the ``.h5`` file.
-        expected_key: when given, a file with any other key is refused.
-    """
-
-    def __init__(self, path: str, expected_key: str | None = None):
-        self.path = Path(path)
-        self.expected_key = expected_key
-        self.num_neurons = int(TargetSet.read_header(self.path)["n_neurons"])
-
-    def target_set(self, images: ImageData) -> TargetSet:
-        return TargetSet.load(self.path, expected_key=self.expected_key)
-
-
 class TargetSetStream:
     """Writes a TargetSet row block by row block, without holding it in memory.
 
-    The file is created under a temporary name in the destination folder with a
-    pre-sized, chunked ``/targets`` dataset (NaN-filled); :meth:`write` fills rows;
-    :meth:`commit` checks every row was written, sets the attributes and renames the
-    file to ``path``. :meth:`abort` (or leaving a ``with`` block by an exception)
-    removes the temporary file, so a partial file never carries the final name.
+    The file is created under a temporary name in the destination folder
+    (:func:`neuroreg.io.atomic_path`) with a pre-sized, chunked ``/targets`` dataset
+    (NaN-filled); :meth:`write` fills rows; :meth:`commit` checks every row was
+    written, sets the attributes and moves the file to ``path``. :meth:`abort` (or
+    leaving a ``with`` block by an exception) removes the temporary file, so a partial
+    file never carries the final name.
 
     Args:
         path: final file name.
@@ -222,8 +160,13 @@ class TargetSetStream:
             writer's batch size so each block fills whole chunks.
 
     Example:
-        >>> with TargetSetStream(path, keys, 3, key) as out:   # doctest: +SKIP
-        ...     out.write(0, rows)                               # rows [b, 3]
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "stream.h5"
+        >>> with TargetSetStream(path, np.array(["a", "b", "c"]), 2, target_key("example")) as out:
+        ...     out.write(0, np.ones((2, 2)))
+        ...     out.write(2, np.zeros((1, 2)))
+        >>> TargetSet.load(path).targets.tolist()
+        [[1.0, 1.0], [1.0, 1.0], [0.0, 0.0]]
     """
 
     def __init__(
@@ -242,12 +185,11 @@ class TargetSetStream:
         if n_neurons < 1:
             raise TargetSetError(f"{path}: field 'targets': expected >= 1 neurons, found {n_neurons}")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         keys = [k.decode() if isinstance(k, bytes) else str(k) for k in np.asarray(image_keys).ravel()]
         self.n_images, self.n_neurons = len(keys), int(n_neurons)
         self.key, self.source = key, source
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
+        self._move = contextlib.ExitStack()  # closing it moves the temporary file onto ``path``
+        self._tmp = self._move.enter_context(atomic_path(self.path))
         itemsize = np.dtype(dtype).itemsize
         rows = chunk_rows or chunk_bytes // (self.n_neurons * itemsize)
         rows = max(1, min(self.n_images, rows))
@@ -289,7 +231,7 @@ class TargetSetStream:
                 neuroreg_version=neuroreg.__version__,
             )
             self._file.close()
-            os.replace(self._tmp, self.path)
+            self._move.close()
         except BaseException:
             self.abort()
             raise
@@ -302,8 +244,8 @@ class TargetSetStream:
             if getattr(self, "_file", None) is not None and self._file.id.valid:
                 self._file.close()
         finally:
-            if os.path.exists(self._tmp):
-                os.remove(self._tmp)
+            aborted = TargetSetError(f"{self.path}: writing aborted")
+            self._move.__exit__(type(aborted), aborted, None)  # atomic_path removes the temporary file
             self.closed = True
 
     def __enter__(self) -> TargetSetStream:

@@ -2,30 +2,40 @@
 
 Injected by ``class_path`` as the ``targets`` of a
 :class:`~neuroreg.data.datamodules.RegularizedDataModule`; the classifier only sees the
-resulting :class:`~neuroreg.data.targets.TargetSet`.
+resulting :class:`~neuroreg.targets.format.TargetSet`. A twin given by its config is
+fitted here (a nested ``neuroreg fit``) or, under ``neuroreg repro``, by the ``twin``
+stage that :meth:`TwinTargets.prerequisites` asks for.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-import random
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..data.images import SPLITS, ImageData
-from ..data.targets import TargetSet, TargetSource, target_key
+from ..io import atomic_path, file_hash
+from ..runs.random_state import kept_random_state
+from .base import Prerequisite, TargetSource
+from .format import TargetSet, target_key
 from .writer import predict_target_set, target_path, twin_target_key
 
 
-def _resolved(path: str) -> Path:
-    """A relative config path is looked up in the working directory, then in the
-    folder that holds neuroreg's ``experiments/`` (so shipped configs are found from
-    anywhere, e.g. a copied config in another folder)."""
+def locate_config(path: str | os.PathLike[str]) -> Path:
+    """A config path as given when it is absolute or exists from the working directory,
+    else the same relative path under the folder that holds neuroreg's ``experiments/``
+    (so shipped configs are found from anywhere, e.g. from a copied config in another
+    folder); the path as given when neither exists.
+
+    >>> locate_config("experiments/quickstart.yaml").is_file()
+    True
+    """
     p = Path(path)
     if p.is_absolute() or p.exists():
         return p
@@ -33,22 +43,12 @@ def _resolved(path: str) -> Path:
     return shipped if shipped.exists() else p
 
 
-class _RandomState:
-    """Saves and restores every global RNG, so fitting a twin (or not, when it is
-    cached) leaves the surrounding run's random stream unchanged."""
-
-    def __enter__(self):
-        self.state = (random.getstate(), np.random.get_state(), torch.get_rng_state(), os.environ.get("PL_GLOBAL_SEED"))
-        return self
-
-    def __exit__(self, *exc):
-        random.setstate(self.state[0])
-        np.random.set_state(self.state[1])
-        torch.set_rng_state(self.state[2])
-        if self.state[3] is None:
-            os.environ.pop("PL_GLOBAL_SEED", None)
-        else:
-            os.environ["PL_GLOBAL_SEED"] = self.state[3]
+def _twin_stage(init_args: dict[str, Any]) -> dict[str, Any]:
+    """The work of a ``twin`` repro stage: the checkpoint of the configured twin (fitted if not cached)."""
+    source = TwinTargets(**init_args)
+    ckpt = source.twin_checkpoint()
+    return {"checkpoint": str(Path(ckpt).resolve()), "config": None if source.config is None else str(source.config),
+            "overrides": source.overrides}
 
 
 class TwinTargets(TargetSource):
@@ -62,7 +62,7 @@ class TwinTargets(TargetSource):
 
     Predictions for the ``splits`` of the image set are streamed into
     ``{cache_dir}/twin_{key}.h5``, keyed by the checkpoint's bytes and the images'
-    content (:func:`~neuroreg.twin.writer.twin_target_key`), and reused when present.
+    content (:func:`~neuroreg.targets.writer.twin_target_key`), and reused when present.
 
     Args:
         config: twin config to fit (exactly one of ``config`` and ``checkpoint``); a
@@ -97,7 +97,7 @@ class TwinTargets(TargetSource):
             raise ValueError(f"TwinTargets: 'splits': expected splits in {list(SPLITS)}, found {unknown}")
         if dtype not in ("float32", "float16"):
             raise ValueError(f"TwinTargets: 'dtype': expected float32 or float16, found {dtype!r}")
-        self.config = None if config is None else _resolved(config)
+        self.config = None if config is None else locate_config(config)
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         for name, path in (("config", self.config), ("checkpoint", self.checkpoint)):
             if path is not None and not path.exists():
@@ -110,6 +110,15 @@ class TwinTargets(TargetSource):
         self._cli = None
         self._fit_key: str | None = None
 
+    @classmethod
+    def prerequisites(cls, init_args: dict[str, Any]) -> list[Prerequisite]:
+        """One ``twin`` stage: the checkpoint of the twin (fitting ``config`` with
+        ``overrides`` unless cached). Its key hashes the config section and the config
+        file's content (with the YAML files it names), or the ``checkpoint`` path."""
+        init = dict(init_args)
+        depends_on = (locate_config(init["config"]),) if init.get("config") else (init.get("checkpoint"),)
+        return [Prerequisite("twin", depends_on, functools.partial(_twin_stage, init))]
+
     # ------------------------------------------------------------ the twin
     def _twin_cli(self):
         """The twin config, parsed and instantiated (model, data, trainer) but not run."""
@@ -118,7 +127,7 @@ class TwinTargets(TargetSource):
 
             from ..cli import NeuroregCLI
 
-            with _RandomState(), warnings.catch_warnings():
+            with kept_random_state(), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
                 self._cli = NeuroregCLI(
                     LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
@@ -152,39 +161,31 @@ class TwinTargets(TargetSource):
         path = self.cache_dir / f"twin_{self._fit_key[:20]}.ckpt"
         if path.exists():
             return path
-        with _RandomState():
+        with kept_random_state():
             if cli.config.get("seed_everything") is not None:
                 from pytorch_lightning import seed_everything
 
                 seed_everything(cli.config["seed_everything"], verbose=False)
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             best = getattr(cli.trainer.checkpoint_callback, "best_model_path", "")
             if best:
                 shutil.copyfile(best, tmp)
                 os.remove(best)  # the cached copy is the one that counts
             else:
                 cli.trainer.save_checkpoint(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
         return path
 
     # ------------------------------------------------------------- targets
     def target_set(self, images: ImageData) -> TargetSet:
-        from ..io import file_hash
-        from .module import TwinModule
+        from ..twin.module import TwinModule
 
         ckpt = self.twin_checkpoint()
         fingerprint = target_key("image-splits", *[f"{s}:{images.split(s).fingerprint()}" for s in self.splits])
         key = twin_target_key(file_hash(ckpt), fingerprint)
         path = target_path(self.cache_dir, key)
         if not path.exists():
-            with _RandomState():  # building the modules draws random initial weights
+            with kept_random_state():  # building the modules draws random initial weights
                 twin = TwinModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
             parts = [images.split(s) for s in self.splits]
             predict_target_set(

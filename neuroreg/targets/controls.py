@@ -1,13 +1,17 @@
-"""Control target sources the neural-regularization papers compare against.
+"""Control sources the neural-regularization papers compare against.
 
-Each is a :class:`~neuroreg.data.targets.TargetSource` aligned with the training
-images, so any regularizer can be pointed at it instead of neural data:
+Each takes the place of neural data for any regularizer. Aligned with the training
+images (:class:`~neuroreg.targets.base.TargetSource`):
 
 - :class:`ShuffledTargets`: real targets permuted across images (same statistics,
   no image–response pairing);
 - :class:`PixelTargets`: the (down-sampled) pixels themselves — "pixel-space
   similarity";
 - :class:`RandomNetworkTargets`: features of a randomly initialised, untrained network.
+
+Neural batches (:class:`~neuroreg.targets.base.NeuralBatchSource`):
+
+- :class:`ShuffledResponses`: a source's responses permuted across its stimuli.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .images import ImageData
-from .targets import TargetSet, TargetSource, target_key
+from ..data.images import ImageData
+from .base import NeuralBatchSource, TargetSource
+from .format import TargetSet, target_key
 
 
 class ShuffledTargets(TargetSource):
@@ -112,3 +117,27 @@ class RandomNetworkTargets(TargetSource):
             source=f"untrained {type(self.network).__name__} (seed {self.seed})",
             name="random-network targets",
         )
+
+
+class ShuffledResponses(NeuralBatchSource):
+    """Control: another source's responses permuted across its stimuli (seeded).
+
+    Keeps every response statistic but breaks the stimulus–response pairing.
+
+    Args:
+        source: the neural source to shuffle.
+        seed: permutation seed.
+    """
+
+    def __init__(self, source: NeuralBatchSource, seed: int = 0):
+        self.source = source
+        self.seed = seed
+
+    @property
+    def num_neurons(self) -> int:
+        return int(self.source.num_neurons)
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        stimuli, responses = self.source.load()
+        perm = np.random.default_rng(self.seed).permutation(len(responses))
+        return stimuli, responses[perm]
