@@ -6,7 +6,8 @@ the module named in ``TOOLS`` and exposes ``main(argv: list[str]) -> int``.
 
 A config may start from other configs: a top-level ``defaults:`` list names files
 (relative to the config's folder) that are applied first, in order, each with its own
-``defaults`` expanded the same way; then the config itself is applied on top. So
+``defaults`` expanded the same way (a file reached twice is applied once, at its first
+place); then the config itself is applied on top. So
 ``neuroreg fit --config experiments/li2019/mini/shuffled.yaml`` runs exactly as
 ``--config base.yaml --config similarity.yaml --config shuffled.yaml`` would (without
 their ``defaults`` entries). The merge is jsonargparse's, as for several ``--config``:
@@ -18,6 +19,10 @@ their ``defaults`` entries). The merge is jsonargparse's, as for several ``--con
 - a ``class_path`` that changes keeps the previous ``init_args`` whose names the new
   class also accepts (defaults included), so an arm that swaps a class should state
   every argument it relies on.
+
+Under ``experiments/``, each recipe scale keeps its shared part in a ``base.yaml`` that is
+not run on its own; every arm starts from it (or from another arm) and holds the rest.
+``--print_config`` shows an arm's whole, resolved config.
 """
 
 from __future__ import annotations

@@ -86,10 +86,10 @@ def test_defaults_apply_like_several_configs_in_order(tmp_path, capsys, monkeypa
 
 
 def test_a_later_config_replaces_dict_typed_fields_and_keeps_compatible_init_args(tmp_path, capsys):
-    """jsonargparse's merge, as the arms rely on it: ``regularizers: {name: Regularizer}`` is
-    replaced whole (a base's regularizer does not survive in an arm that names others), a
-    mapping merges key by key, and a changed class_path keeps the init_args the new class
-    accepts."""
+    """jsonargparse's merge, as the arms rely on it (and neuroreg.cli documents it):
+    ``regularizers: {name: Regularizer}`` is replaced whole (a base's regularizer does not
+    survive in an arm that names others), so is a list, a mapping merges key by key, and
+    a changed class_path keeps the init_args the new class accepts."""
     similarity = LI2019_MINI / "similarity.yaml"
     (tmp_path / "spectral.yaml").write_text(textwrap.dedent(f"""\
         defaults: [{similarity}]
@@ -119,6 +119,15 @@ def test_a_later_config_replaces_dict_typed_fields_and_keeps_compatible_init_arg
     assert targets["init_args"]["cache_dir"] == "data/targets"  # kept from the TwinTargets it replaced
     (tmp_path / "none.yaml").write_text(f"defaults: [{similarity}]\nmodel:\n  init_args:\n    regularizers: {{}}\n")
     assert printed_config(capsys, tmp_path / "none.yaml")["model"]["init_args"]["regularizers"] == {}
+    (tmp_path / "callbacks.yaml").write_text(textwrap.dedent(f"""\
+        defaults: [{QUICKSTART}]
+        trainer:
+          callbacks:
+            - class_path: pytorch_lightning.callbacks.EarlyStopping
+              init_args: {{monitor: val/accuracy}}
+        """))
+    callbacks = printed_config(capsys, tmp_path / "callbacks.yaml")["trainer"]["callbacks"]  # a list is replaced whole
+    assert [c["class_path"] for c in callbacks] == ["pytorch_lightning.callbacks.EarlyStopping"]
 
 
 def test_bad_defaults_are_reported_with_the_file(tmp_path, capsys):
