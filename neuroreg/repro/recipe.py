@@ -24,10 +24,10 @@ the baseline, and the evaluation budget::
 Paths are relative to the recipe's folder. An arm's config may start from others through
 its ``defaults:`` list (see :mod:`neuroreg.cli`); the recipe names the arm's own file.
 Each arm is compared with a baseline arm: its own ``baseline`` when it names one, else
-the scale's. An arm that is a baseline (the
-scale's, or one another arm names) is compared with nothing, so it may not name a
-baseline itself (no chains); that lets one scale hold several groups of arms, e.g. one
-per data set, each against its own control (see :meth:`Scale.baseline_of`).
+the scale's. An arm that is a baseline (the scale's, or one another arm names) is
+compared with nothing, so it may not name a baseline itself (no chains); that lets one
+scale hold several groups of arms, e.g. one per data set, each against its own control
+(see :meth:`Scale.baseline_of`).
 """
 
 from __future__ import annotations
@@ -316,10 +316,9 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
 
     Raises:
         RecipeError: unreadable YAML, unknown or missing fields, missing config files (an
-            arm's own or one its ``defaults`` list),
-            an unknown suite / Budget field / data manifest, an arm's ``baseline`` that
-            is not another arm or names one for a baseline arm; the message names the
-            file and field.
+            arm's own or one its ``defaults`` list), an unknown suite / Budget field /
+            data manifest, an arm's ``baseline`` that is not another arm or names one
+            for a baseline arm; the message names the file and field.
     """
     path = find_recipe(name_or_path)
     try:
