@@ -4,16 +4,18 @@ import csv
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 
-from neuroreg.cli import main, run_cli
+from neuroreg.cli import ConfigDefaultsError, config_chain, config_defaults, main, run_cli
 from neuroreg.evaluation.callbacks import RobustnessEvaluation
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
+LI2019_MINI = ROOT / "experiments" / "li2019" / "mini"
 
 
 def isolated(tmp_path):
@@ -43,6 +45,117 @@ def test_print_config_shows_resolved_parts(tmp_path, capsys):
     assert cfg["model"]["init_args"]["regularizers"]["similarity"]["class_path"].endswith("SimilarityRegularizer")
     assert cfg["data"]["init_args"]["targets"]["class_path"].endswith("TwinTargets")
     assert cfg["trainer"]["max_epochs"] == 12
+
+
+def printed_config(capsys, *configs, args=()) -> dict:
+    """The resolved config of ``neuroreg fit --config C1 --config C2 ... --print_config``."""
+    argv = ["fit"]
+    for config in configs:
+        argv += ["--config", str(config)]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli([*argv, *args, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_defaults_apply_like_several_configs_in_order(tmp_path, capsys, monkeypatch):
+    """An arm's ``defaults`` chain (shuffled -> similarity -> base) resolves exactly as
+    ``--config base --config similarity --config shuffled`` with the defaults lines removed."""
+    shuffled = LI2019_MINI / "shuffled.yaml"
+    chain = config_chain(shuffled)
+    assert [p.name for p in chain] == ["base.yaml", "similarity.yaml", "shuffled.yaml"]
+    parts = []
+    for i, part in enumerate(chain):
+        body = config_defaults(part)[1]
+        parts.append(part if body is None else tmp_path / f"{i}_{part.name}")
+        if body is not None:
+            assert "defaults" not in yaml.safe_load(body)
+            parts[-1].write_text(body)
+    composed = printed_config(capsys, shuffled)
+    assert composed == printed_config(capsys, *parts)
+    assert "defaults" not in composed
+    targets = composed["data"]["init_args"]["targets"]
+    assert targets["class_path"].endswith("ShuffledTargets")
+    assert targets["init_args"]["source"]["init_args"]["config"] == "experiments/twin/sim_mouse_v1.yaml"
+    assert list(composed["model"]["init_args"]["regularizers"]) == ["similarity"]  # from similarity.yaml
+    assert composed["trainer"]["logger"]["init_args"]["name"] == "li2019_shuffled"
+    assert composed["trainer"]["logger"]["init_args"]["save_dir"] == "runs"  # from base.yaml
+    # defaults are relative to the file, not to the working directory
+    monkeypatch.chdir(tmp_path)
+    assert printed_config(capsys, shuffled) == composed
+
+
+def test_a_later_config_replaces_dict_typed_fields_and_keeps_compatible_init_args(tmp_path, capsys):
+    """jsonargparse's merge, as the arms rely on it (and neuroreg.cli documents it):
+    ``regularizers: {name: Regularizer}`` is replaced whole (a base's regularizer does not
+    survive in an arm that names others), so is a list, a mapping merges key by key, and
+    a changed class_path keeps the init_args the new class accepts."""
+    similarity = LI2019_MINI / "similarity.yaml"
+    (tmp_path / "spectral.yaml").write_text(textwrap.dedent(f"""\
+        defaults: [{similarity}]
+        model:
+          init_args:
+            regularizers:
+              spectrum:
+                class_path: neuroreg.regularizers.SpectralRegularizer
+                init_args: {{layers: [layer2]}}
+        trainer:
+          logger:
+            init_args: {{name: spectral}}
+        data:
+          init_args:
+            targets:
+              class_path: neuroreg.data.targets.GroundTruthTargets
+              init_args:
+                population:
+                  class_path: neuroreg.data.simulated.V1Population
+                  init_args: {{n_neurons: 30}}
+        """))
+    cfg = printed_config(capsys, tmp_path / "spectral.yaml")
+    assert list(cfg["model"]["init_args"]["regularizers"]) == ["spectrum"]
+    assert cfg["trainer"]["logger"]["init_args"] == {**printed_config(capsys, similarity)["trainer"]["logger"]["init_args"], "name": "spectral"}
+    targets = cfg["data"]["init_args"]["targets"]
+    assert targets["class_path"].endswith("GroundTruthTargets")
+    assert targets["init_args"]["cache_dir"] == "data/targets"  # kept from the TwinTargets it replaced
+    (tmp_path / "none.yaml").write_text(f"defaults: [{similarity}]\nmodel:\n  init_args:\n    regularizers: {{}}\n")
+    assert printed_config(capsys, tmp_path / "none.yaml")["model"]["init_args"]["regularizers"] == {}
+    (tmp_path / "callbacks.yaml").write_text(textwrap.dedent(f"""\
+        defaults: [{QUICKSTART}]
+        trainer:
+          callbacks:
+            - class_path: pytorch_lightning.callbacks.EarlyStopping
+              init_args: {{monitor: val/accuracy}}
+        """))
+    callbacks = printed_config(capsys, tmp_path / "callbacks.yaml")["trainer"]["callbacks"]  # a list is replaced whole
+    assert [c["class_path"] for c in callbacks] == ["pytorch_lightning.callbacks.EarlyStopping"]
+
+
+def test_bad_defaults_are_reported_with_the_file(tmp_path, capsys):
+    base = tmp_path / "base.yaml"
+    base.write_text("seed_everything: 3\n")
+    cases = {
+        "missing.yaml": ("defaults: [base.yaml, nope.yaml]\n", r"missing\.yaml: field 'defaults\[1\]': file not found: .*nope\.yaml"),
+        "string.yaml": ("defaults: base.yaml\n", r"string\.yaml: field 'defaults': expected a non-empty list of config files"),
+        "empty.yaml": ("defaults: []\n", r"empty\.yaml: field 'defaults': expected a non-empty list"),
+        "cycle.yaml": ("defaults: [cycle2.yaml]\n", r"field 'defaults': the configs list each other in a cycle: .*cycle\.yaml -> .*cycle2\.yaml -> .*cycle\.yaml"),
+    }
+    (tmp_path / "cycle2.yaml").write_text("defaults: [cycle.yaml]\n")
+    for name, (text, match) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigDefaultsError, match=match):
+            config_chain(tmp_path / name)
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(["fit", "--config", str(tmp_path / name), "--print_config"])
+        assert exit_info.value.code != 0
+        err = capsys.readouterr().err
+        assert str(tmp_path / name) in err or name in err, err
+    # a base that is fine, a defaults-only config, and a file applied once though listed twice
+    (tmp_path / "only.yaml").write_text("# nothing of its own\ndefaults: [base.yaml, base.yaml]\n")
+    assert config_chain(tmp_path / "only.yaml") == [base.resolve(), (tmp_path / "only.yaml").resolve()]
+    assert printed_config(capsys, tmp_path / "only.yaml", args=["--model=neuroreg.models.classifier.RegularizedClassifier",
+                          "--model.init_args.backbone=neuroreg.models.backbones.SmallResNet",
+                          "--data=neuroreg.data.datamodules.RegularizedDataModule",
+                          "--data.init_args.images=neuroreg.data.images.Digits"])["seed_everything"] == 3
 
 
 def test_config_typo_is_reported_and_exits_nonzero(tmp_path):

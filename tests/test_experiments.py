@@ -7,6 +7,11 @@ they are parsed and validated with ``--print_config`` (every class path resolves
 every argument exists) but not run. Recipe files (``experiments/<recipe>/recipe.yaml``)
 are not LightningCLI configs: their arms must point at configs that exist.
 
+Bases are the files named ``base.yaml``: the shared part of a recipe scale (or of the
+regularizer examples) that the configs beside it start from (``defaults: [base.yaml]``,
+see :mod:`neuroreg.cli`). A base is not run on its own; it is exercised by every config
+built on it, and each base must be used by at least one.
+
 All fits share one ``data/`` folder for the session, so twins, simulated recordings and
 target sets (cached by content key) are built once, however many configs use them.
 """
@@ -16,13 +21,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from neuroreg.cli import run_cli
+from neuroreg.cli import config_chain, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "experiments").glob("*/recipe.yaml"))
-CONFIGS = sorted(
-    p for p in (ROOT / "experiments").rglob("*.yaml") if "sweeps" not in p.parts and p.name != "recipe.yaml"
-)
+YAMLS = sorted(p for p in (ROOT / "experiments").rglob("*.yaml") if "sweeps" not in p.parts and p.name != "recipe.yaml")
+BASES = [p for p in YAMLS if p.name == "base.yaml"]
+CONFIGS = [p for p in YAMLS if p.name != "base.yaml"]
 
 
 def needs_download(path: Path) -> bool:
@@ -39,6 +44,23 @@ def test_configs_exist():
     assert (ROOT / "experiments" / "quickstart.yaml") in CONFIGS
     assert (ROOT / "experiments" / "quickstart" / "recipe.yaml") in RECIPES
     assert not any(p.name == "recipe.yaml" for p in CONFIGS)
+    assert (ROOT / "experiments" / "li2019" / "mini" / "base.yaml") in BASES
+
+
+@pytest.mark.parametrize("base", BASES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_base_is_built_on(base):
+    users = [c for c in CONFIGS if base in config_chain(c)[:-1]]
+    assert users, f"{base}: no config under experiments/ lists it in its defaults (directly or through another config)"
+    assert all(u.parent == base.parent or u.parent.parent == base.parent for u in users), f"{base}: used from afar by {users}"
+    assert needs_download(base) == any(needs_download(u) for u in users), (
+        f"{base}: '# requires: download' must be on a base exactly when the configs built on it need downloads"
+    )
+
+
+def test_every_default_is_a_shipped_config_or_base():
+    for config in YAMLS:
+        for part in config_chain(config):
+            assert part in YAMLS, f"{config}: its defaults reach {part}, outside experiments/ (or in sweeps/)"
 
 
 @pytest.mark.parametrize("config", [c for c in CONFIGS if not needs_download(c)], ids=lambda p: str(p.relative_to(ROOT)))
@@ -84,4 +106,5 @@ def test_recipe_arms_point_at_configs(recipe):
         for p in paths:  # arms of a scale live in that scale's folder and run at that scale
             assert p.parent == (recipe.parent / scale).resolve(), f"{recipe}: scales.{scale}: {p} is outside {scale}/"
             assert needs_download(p) == (scale == "full"), f"{p}: '# requires: download' must mark exactly the full-scale arms"
-            assert "RobustnessEvaluation" not in p.read_text(), f"{p}: arms are evaluated by the recipe, not by a callback"
+            for part in config_chain(p):  # the arm and the configs it starts from
+                assert "RobustnessEvaluation" not in part.read_text(), f"{part}: arms are evaluated by the recipe, not by a callback"

@@ -138,6 +138,9 @@ def test_recipe_errors_name_file_and_field(recipe_dir):
         r["scales"]["mini"]["arms"]["similarity"] = {"config": "similarity.yaml", "baseline": "baseline"}
 
     broken(chain, r"arms\.similarity\.baseline.*baseline of \['weak'\]")
+    (recipe_dir / "delta.yaml").write_text("defaults: [baseline.yaml, nope.yaml]\n")
+    broken(lambda r: r["scales"]["mini"]["arms"].update(delta="delta.yaml"),
+           r"scales\.mini\.arms\.delta\.config.*delta\.yaml: field 'defaults\[1\]': file not found: .*nope\.yaml")
     broken(lambda r: r["scales"]["mini"]["arms"].update(baseline={"config": "baseline.yaml", "baseline": "weak"}),
            r"arms\.baseline\.baseline.*scale's baseline")
     with pytest.raises(RecipeError, match="known recipes"):
@@ -157,6 +160,41 @@ def test_config_digest_follows_referenced_yaml(tmp_path):
     assert config_digest(outer) != d1
     assert content_key("x", 1) != content_key("x", 2)
     assert len(content_key("x")) == 12
+
+
+def test_config_digest_covers_defaults(tmp_path):
+    (tmp_path / "inner.yaml").write_text("a: 1\n")
+    base = tmp_path / "base.yaml"
+    base.write_text(f"data:\n  config: {tmp_path / 'inner.yaml'}\n")
+    arm = tmp_path / "arm.yaml"
+    arm.write_text("defaults: [base.yaml]\nseed_everything: 1\n")
+    d1 = config_digest(arm)
+    base.write_text(base.read_text() + "seed_everything: 2\n")  # a changed base
+    d2 = config_digest(arm)
+    (tmp_path / "inner.yaml").write_text("a: 2\n")  # a changed file the base names
+    d3 = config_digest(arm)
+    assert len({d1, d2, d3}) == 3
+    assert config_digest(base) != d3
+
+
+def test_plan_keys_follow_a_changed_base(recipe_dir, tmp_path):
+    """Arms written as deltas over a base: changing the base changes every arm's fit key."""
+    base = recipe_dir / "base.yaml"
+    base.write_text((recipe_dir / "baseline.yaml").read_text())
+    (recipe_dir / "baseline.yaml").write_text("defaults: [base.yaml]\n")
+    similarity = yaml.safe_load((recipe_dir / "similarity.yaml").read_text())
+    (recipe_dir / "similarity.yaml").write_text("defaults: [base.yaml]\n" + yaml.safe_dump(
+        {"model": {"init_args": {"regularizers": similarity["model"]["init_args"]["regularizers"]}},
+         "data": {"init_args": {"targets": similarity["data"]["init_args"]["targets"]}}}))
+
+    def fit_keys():
+        recipe = load_recipe(recipe_dir)
+        return {(s.info["arm"], s.info["seed"]): s.key for s in plan(recipe, recipe.scale("mini"), [0], tmp_path / "out") if s.kind == "fit"}
+
+    keys = fit_keys()
+    base.write_text(base.read_text().replace("lr: 0.003", "lr: 0.002"))
+    changed = fit_keys()
+    assert set(changed) == set(keys) and all(changed[k] != keys[k] for k in keys)
 
 
 def test_plan_keys_depend_on_content(recipe_dir, tmp_path):

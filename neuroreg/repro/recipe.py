@@ -21,11 +21,13 @@ the baseline, and the evaluation budget::
         overrides: []
         eval: {suite: quick, budget: {max_images: 256}, data: null, recording: null, layers: []}
 
-Paths are relative to the recipe's folder. Each arm is compared with a baseline arm: its
-own ``baseline`` when it names one, else the scale's. An arm that is a baseline (the
-scale's, or one another arm names) is compared with nothing, so it may not name a
-baseline itself (no chains); that lets one scale hold several groups of arms, e.g. one
-per data set, each against its own control (see :meth:`Scale.baseline_of`).
+Paths are relative to the recipe's folder. An arm's config may start from others through
+its ``defaults:`` list (see :mod:`neuroreg.cli`); the recipe names the arm's own file.
+Each arm is compared with a baseline arm: its own ``baseline`` when it names one, else
+the scale's. An arm that is a baseline (the scale's, or one another arm names) is
+compared with nothing, so it may not name a baseline itself (no chains); that lets one
+scale hold several groups of arms, e.g. one per data set, each against its own control
+(see :meth:`Scale.baseline_of`).
 """
 
 from __future__ import annotations
@@ -162,6 +164,18 @@ def _file(raw: Any, path: Path, where: str) -> Path:
     return p
 
 
+def _fit_config(raw: Any, path: Path, where: str) -> Path:
+    """An arm's config file, its ``defaults`` chain checked (see :func:`neuroreg.cli.config_chain`)."""
+    from neuroreg.cli import ConfigDefaultsError, config_chain
+
+    p = _file(raw, path, where)
+    try:
+        config_chain(p)
+    except ConfigDefaultsError as err:
+        raise RecipeError(f"{path}: field '{where}': {err}") from err
+    return p
+
+
 def _unknown(raw: dict, allowed: set[str], path: Path, where: str) -> None:
     extra = sorted(set(raw) - allowed)
     if extra:
@@ -221,7 +235,7 @@ def _parse_scale(name: str, raw: Any, path: Path) -> Scale:
         if not isinstance(spec, dict):
             _fail(path, aw, "a config path or {config, overrides, baseline}", spec)
         _unknown(spec, {"config", "overrides", "baseline"}, path, aw)
-        arms.append(Arm(label, _file(spec.get("config"), path, f"{aw}.config"), _strings(spec.get("overrides"), path, f"{aw}.overrides"),
+        arms.append(Arm(label, _fit_config(spec.get("config"), path, f"{aw}.config"), _strings(spec.get("overrides"), path, f"{aw}.overrides"),
                         spec.get("baseline")))
     baseline = raw.get("baseline")
     if baseline not in arms_raw:
@@ -301,10 +315,10 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
     """Parse and validate a recipe (see the module docstring).
 
     Raises:
-        RecipeError: unreadable YAML, unknown or missing fields, missing config files,
-            an unknown suite / Budget field / data manifest, an arm's ``baseline`` that
-            is not another arm or names one for a baseline arm; the message names the
-            file and field.
+        RecipeError: unreadable YAML, unknown or missing fields, missing config files (an
+            arm's own or one its ``defaults`` list), an unknown suite / Budget field /
+            data manifest, an arm's ``baseline`` that is not another arm or names one
+            for a baseline arm; the message names the file and field.
     """
     path = find_recipe(name_or_path)
     try:

@@ -61,12 +61,26 @@ def _referenced_files(value: Any, base: Path, seen: set[Path]) -> Iterable[Path]
 
 
 def config_digest(config: Path) -> str:
-    """sha256 over a config's bytes and those of every YAML file it names, recursively."""
+    """sha256 over a config's bytes, those of the configs its ``defaults`` list (recursively,
+    see :func:`neuroreg.cli.config_chain`) and those of every YAML file any of them names,
+    recursively. A config without ``defaults`` hashes as its bytes and its references."""
+    from neuroreg.cli import DEFAULTS, config_chain
+
     h = hashlib.sha256()
     config = Path(config).resolve()
+    chain = config_chain(config)  # its bases, then config itself
     h.update(config.read_bytes())
-    seen = {config}
-    for ref in sorted(_referenced_files(yaml.safe_load(config.read_text()), config.parent, seen)):
+    for base in chain[:-1]:
+        h.update(f"{DEFAULTS}:{base.name}".encode())
+        h.update(base.read_bytes())
+    seen = set(chain)
+    refs: list[Path] = []
+    for path in chain:
+        loaded = yaml.safe_load(path.read_text())
+        if isinstance(loaded, dict):
+            loaded = {k: v for k, v in loaded.items() if k != DEFAULTS}
+        refs.extend(_referenced_files(loaded, path.parent, seen))
+    for ref in sorted(refs):
         h.update(ref.name.encode())
         h.update(ref.read_bytes())
     return h.hexdigest()
