@@ -105,7 +105,7 @@ def test_a_later_config_replaces_dict_typed_fields_and_keeps_compatible_init_arg
         data:
           init_args:
             targets:
-              class_path: neuroreg.data.targets.GroundTruthTargets
+              class_path: neuroreg.targets.sources.GroundTruthTargets
               init_args:
                 population:
                   class_path: neuroreg.data.simulated.V1Population
