@@ -328,10 +328,10 @@ def write_status(run_dir: Path, status: dict) -> Path:
     Returns:
         The status file.
     """
-    from neuroreg.evaluation.report import _atomic_write
+    from neuroreg.io import atomic_write
 
     path = Path(run_dir) / STATUS_FILE
-    _atomic_write(path, lambda f: json.dump(status, f, indent=2))
+    atomic_write(path, lambda f: json.dump(status, f, indent=2))
     return path
 
 

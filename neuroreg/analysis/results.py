@@ -10,7 +10,7 @@ onto the folder actually read.
 
 Robustness curves (:func:`robustness_curves`) and the comparison table
 (:func:`comparison_table`) are mean ± 95 % t-interval over seeds, the same statistics
-as ``OUT/report/`` (:func:`neuroreg.evaluation.compare.t_interval`).
+as ``OUT/report/`` (:func:`neuroreg.stats.t_interval`).
 """
 
 from __future__ import annotations
@@ -481,7 +481,7 @@ def curve_over_seeds(reports: Sequence[Mapping[str, Any]], section: str, names: 
     Raises:
         AnalysisError: some reports have the section and others do not, or their x grids differ.
     """
-    from neuroreg.evaluation.compare import t_interval
+    from neuroreg.stats import t_interval
 
     names = list(names) if names is not None else [f"report {i}" for i in range(len(reports))]
     parts = [_section_curve(r, section) for r in reports]

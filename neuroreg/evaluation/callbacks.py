@@ -70,7 +70,7 @@ class RobustnessEvaluation(pl.Callback):
       the clean image and at every adversarial image found for every ε' <= ε in the
       list (an attack found inside a smaller ball also lies inside the larger one, so
       the reported curve is an upper bound on robust accuracy, monotone in ε).
-      :func:`neuroreg.evaluation.attacks.pgd` with ``pgd_steps`` steps of size
+      :func:`neuroreg.evaluation.attacks.gradient.pgd` with ``pgd_steps`` steps of size
       ``2.5 ε / steps``, random start, ``pgd_restarts`` restarts; with expectation over
       transformation when the model is stochastic.
 

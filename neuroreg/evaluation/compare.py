@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -22,6 +21,9 @@ from typing import Any
 
 import numpy as np
 import yaml
+
+from neuroreg.io import atomic_write
+from neuroreg.stats import t_interval
 
 _SEED_KEYS = {"seed_everything", "seed", "split_seed"}
 
@@ -55,16 +57,6 @@ def load_run(arg: str | Path) -> tuple[str, dict[str, Any], dict[str, Any] | Non
             break
     name = report_path.parent.parent.name if report_path.parent.name == "eval" else report_path.parent.name
     return name, report, config
-
-
-def t_interval(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95 % t-interval (half-width 0 for one value)."""
-    from scipy.stats import t
-
-    arr = np.asarray(values, dtype=float)
-    if len(arr) < 2:
-        return float(arr.mean()), 0.0
-    return float(arr.mean()), float(t.ppf(0.975, len(arr) - 1) * arr.std(ddof=1) / math.sqrt(len(arr)))
 
 
 def group_runs(runs: list[tuple[str, dict, dict | None]]) -> OrderedDict[str, list[tuple[str, dict]]]:
@@ -124,7 +116,6 @@ def compare(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from neuroreg.evaluation.report import _atomic_write
 
     groups_ = group_runs([load_run(r) for r in runs])
     for label, members in (groups or {}).items():
@@ -165,9 +156,9 @@ def compare(
     html += "".join(f"<tr><td>{g}</td>" + "".join(f"<td>{r[c]}</td>" for c in cols) + "</tr>\n" for g, r in rows.items())
     html += "</table>\n"
     paths = {"png": out / "comparison.png", "md": out / "comparison.md", "html": out / "comparison.html"}
-    _atomic_write(paths["png"], lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
-    _atomic_write(paths["md"], lambda f: f.write(md))
-    _atomic_write(paths["html"], lambda f: f.write(html))
+    atomic_write(paths["png"], lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
+    atomic_write(paths["md"], lambda f: f.write(md))
+    atomic_write(paths["html"], lambda f: f.write(html))
     return paths
 
 

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from neuroreg.io import atomic_write, umask_mode
+
 REPORT_NAME = "report.json"
 PLOT_NAME = "robustness.png"
 
@@ -36,37 +38,6 @@ def _to_json(value: Any) -> Any:
     if isinstance(value, numbers.Number):
         return float(value)
     raise TypeError(f"write_report: cannot store a value of type {type(value).__name__} in JSON: {value!r}")
-
-
-def _umask_mode(mode: int) -> int:
-    """``mode`` under the process umask (``tempfile`` creates 0600 files and 0700 directories)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mode & ~mask
-
-
-def _atomic_write(path: Path, write: Any, mode: str = "w") -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, fsync, then ``os.replace``.
-
-    The file gets the permissions of a plainly created one (0666 under the umask). On any
-    exception the temporary file is removed and the exception re-raised; ``path`` is left
-    as it was.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, _umask_mode(0o666))
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> Path:
@@ -99,7 +70,7 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> 
         json.dump(dict(report), f, indent=2, allow_nan=False, default=_to_json)
         f.write("\n")
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return path
 
 
@@ -189,12 +160,12 @@ def plot_robustness(report: Mapping[str, Any], path: str | os.PathLike[str]) -> 
         ax_noise.legend(loc="lower left")
 
     fmt = path.suffix.lstrip(".") or "png"
-    _atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=120), mode="wb")
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=120), mode="wb")
     return path
 
 
 def _save(fig: Any, path: Path) -> Path:
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
     return path
 
 
@@ -364,7 +335,7 @@ def write_eval_dir(
     final = run_dir / name
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{name}.", suffix=".tmp"))
     try:
-        os.chmod(tmp, _umask_mode(0o777))
+        os.chmod(tmp, umask_mode(0o777))
         for fname, text in (extra or {}).items():
             (tmp / fname).write_text(text)
         write_outputs({**report, "complete": True}, tmp)

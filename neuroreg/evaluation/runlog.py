@@ -77,11 +77,11 @@ def write_logger_record(loggers: Sequence[Any], run_dir: str | os.PathLike[str])
     Returns:
         The record's path.
     """
-    from neuroreg.evaluation.report import _atomic_write
+    from neuroreg.io import atomic_write
 
     record = {"schema": SCHEMA, "loggers": [logger_entry(lg, run_dir) for lg in loggers]}
     path = Path(run_dir) / RECORD_NAME
-    _atomic_write(path, lambda f: f.write(json.dumps(record, indent=2) + "\n"))
+    atomic_write(path, lambda f: f.write(json.dumps(record, indent=2) + "\n"))
     return path
 
 
@@ -133,7 +133,7 @@ def append_csv_row(path: str | os.PathLike[str], row: Mapping[str, Any]) -> None
     Lightning's CSV writer does); old rows keep their values, blank in new columns. The
     file is rewritten to a temporary file and renamed over the old one.
     """
-    from neuroreg.evaluation.report import _atomic_write
+    from neuroreg.io import atomic_write
 
     path = Path(path)
     rows: list[dict[str, str]] = []
@@ -149,7 +149,7 @@ def append_csv_row(path: str | os.PathLike[str], row: Mapping[str, Any]) -> None
     writer.writeheader()
     writer.writerows(rows)
     writer.writerow(dict(row))
-    _atomic_write(path, lambda f: f.write(buf.getvalue()), mode="w")
+    atomic_write(path, lambda f: f.write(buf.getvalue()), mode="w")
 
 
 @dataclass(frozen=True)

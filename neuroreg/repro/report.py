@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from neuroreg.evaluation.compare import t_interval
+from neuroreg.io import atomic_write
+from neuroreg.stats import t_interval
 
 #: the rows of the headline table, as (label, metric-name prefix); every match is shown
 _HEADLINE = (
@@ -219,7 +220,6 @@ def plot_corruptions(summary: dict[str, Any], path: Path) -> Path | None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from neuroreg.evaluation.report import _atomic_write
 
     names = [n for n in summary["metrics"] if n.startswith("eval/corruption/")]
     if not names:
@@ -239,14 +239,13 @@ def plot_corruptions(summary: dict[str, Any], path: Path) -> Path | None:
     ax.set(ylabel="accuracy (mean over severities)", ylim=(0, 1.02), title="Common corruptions (mean ± 95% CI over seeds)")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
     return path
 
 
 def write_report(plan: dict[str, Any], out: Path) -> dict[str, Path]:
     """Write every file of the comparison report into ``out`` (see the module docstring)."""
     from neuroreg.evaluation.compare import compare
-    from neuroreg.evaluation.report import _atomic_write
 
     from .stages import write_json
 
@@ -256,10 +255,10 @@ def write_report(plan: dict[str, Any], out: Path) -> dict[str, Path]:
     paths = dict(compare([], out, groups=groups))
     md = tables(summary)
     paths["summary_md"] = out / "summary.md"
-    _atomic_write(paths["summary_md"], lambda f: f.write(md))
+    atomic_write(paths["summary_md"], lambda f: f.write(md))
     text = _csv(summary)
     paths["summary_csv"] = out / "summary.csv"
-    _atomic_write(paths["summary_csv"], lambda f: f.write(text))
+    atomic_write(paths["summary_csv"], lambda f: f.write(text))
     corr = plot_corruptions(summary, out / "corruptions.png")
     if corr:
         paths["corruptions_png"] = corr

@@ -33,9 +33,9 @@ FAILED = "failed.json"
 
 def write_json(path: Path, payload: Any) -> Path:
     """Write ``payload`` as JSON to ``path`` atomically (temp file + fsync + rename)."""
-    from neuroreg.evaluation.report import _atomic_write
+    from neuroreg.io import atomic_write
 
-    _atomic_write(path, lambda f: json.dump(payload, f, indent=2, sort_keys=True, default=str))
+    atomic_write(path, lambda f: json.dump(payload, f, indent=2, sort_keys=True, default=str))
     return path
 
 
