@@ -40,14 +40,16 @@ def pearson_columns(x: np.ndarray, y: np.ndarray, min_rows: int = 2) -> np.ndarr
     """Pearson correlation per column over the rows where both are finite.
 
     ``ρ_k = Σ_i (x_ik − x̄_k)(y_ik − ȳ_k) / sqrt(Σ_i (x_ik − x̄_k)² · Σ_i (y_ik − ȳ_k)²)``
-    with the sums and means over the rows ``i`` where ``x_ik`` and ``y_ik`` are finite.
+    with the sums and means over the rows ``i`` where ``x_ik`` and ``y_ik`` are finite,
+    computed column by column in the inputs' own floating type.
 
     Args:
-        x, y: ``[N, K]`` (computed in float64).
-        min_rows: columns with fewer valid rows than this get NaN.
+        x, y: ``[N, K]``.
+        min_rows: columns with fewer valid rows than this get NaN (the twin metrics use
+            2, the brain scores 3).
 
     Returns:
-        ``[K]``; NaN where fewer than ``min_rows`` valid rows or a constant column.
+        ``[K]`` float64; NaN where fewer than ``min_rows`` valid rows or a constant column.
 
     Raises:
         ValueError: ``x`` and ``y`` are not two ``[N, K]`` arrays of equal shape.
@@ -57,20 +59,17 @@ def pearson_columns(x: np.ndarray, y: np.ndarray, min_rows: int = 2) -> np.ndarr
         >>> pearson_columns(a, np.array([[2.0, 0.0], [4.0, 1.0], [6.0, 2.0]]))
         array([ 1., nan])
     """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+    x = np.asarray(x)
+    y = np.asarray(y)
     if x.shape != y.shape or x.ndim != 2:
         raise ValueError(f"pearson_columns: expected two [N, K] arrays of equal shape, found {x.shape} and {y.shape}")
-    valid = np.isfinite(x) & np.isfinite(y)
-    n = valid.sum(axis=0)
-    xs = np.where(valid, x, 0.0)
-    ys = np.where(valid, y, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mx = xs.sum(0) / n
-        my = ys.sum(0) / n
-        dx = np.where(valid, x - mx, 0.0)
-        dy = np.where(valid, y - my, 0.0)
-        den = np.sqrt((dx**2).sum(0) * (dy**2).sum(0))
-        r = (dx * dy).sum(0) / den
-    r[(n < min_rows) | ~(den > 0)] = np.nan
-    return r
+    xt, yt = np.ascontiguousarray(x.T), np.ascontiguousarray(y.T)  # [K, N]: one column per row
+    valid = np.isfinite(xt) & np.isfinite(yt)
+    out = np.full(x.shape[1], np.nan)
+    for k in np.flatnonzero(valid.sum(axis=1) >= max(min_rows, 1)):
+        xk, yk = xt[k, valid[k]], yt[k, valid[k]]
+        a, b = xk - xk.mean(), yk - yk.mean()
+        den = np.sqrt((a * a).sum() * (b * b).sum())
+        if den > 0:
+            out[k] = (a * b).sum() / den
+    return out
