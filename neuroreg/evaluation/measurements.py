@@ -373,6 +373,8 @@ class Corruptions(Measurement):
     headline = ("eval/mean_corruption_accuracy", "eval/relative_mce")
     columns = ("mean corruption acc.",)
     figure = "corruptions.png"
+    #: prefix of the per-corruption scalars (accuracy averaged over severities)
+    per_corruption = "eval/corruption/"
 
     def enabled(self, ctx: Context) -> bool:
         return bool(ctx.budget.corruptions)
@@ -396,7 +398,7 @@ class Corruptions(Measurement):
     def scalars(self, section: Mapping[str, Any]) -> dict[str, float]:
         out = {"eval/mean_corruption_accuracy": float(section["mean_accuracy"])}
         for name, part in section["per_corruption"].items():
-            out[f"eval/corruption/{name}"] = float(np.mean(part["accuracy"]))
+            out[f"{self.per_corruption}{name}"] = float(np.mean(part["accuracy"]))
         for key in ("mce", "relative_mce"):
             if section.get(key) is not None:
                 out[f"eval/{key}"] = float(section[key])

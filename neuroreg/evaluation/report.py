@@ -19,10 +19,13 @@ import math
 import numbers
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from neuroreg.evaluation.measurements import Measurement, flatten
 from neuroreg.io import atomic_write, umask_mode
 
 REPORT_NAME = "report.json"
@@ -74,45 +77,51 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> 
     return path
 
 
-def _curve(report: Mapping[str, Any], section: str, x_key: str) -> tuple[list[float], list[float]]:
-    """Read ``report[section][x_key]`` and ``report[section]["accuracy"]`` as equal-length lists."""
+def _curve(report: Mapping[str, Any], m: Measurement) -> tuple[list[float], list[float]]:
+    """The curve of measurement ``m`` in ``report``, sorted by x, as equal-length lists."""
+    section = m.name
     if section not in report or not isinstance(report[section], Mapping):
         raise ValueError(
             f"plot_robustness: report needs a mapping under {section!r}, found keys {sorted(report)}"
         )
     part = report[section]
-    for key in (x_key, "accuracy"):
+    for key in (m.axis, "accuracy"):
         if key not in part:
             raise ValueError(
                 f"plot_robustness: report[{section!r}] needs key {key!r}, found keys {sorted(part)}"
             )
-    xs, accs = [float(v) for v in part[x_key]], [float(v) for v in part["accuracy"]]
+    xs, accs = m.curve(part)
     if len(xs) != len(accs):
         raise ValueError(
-            f"plot_robustness: report[{section!r}][{x_key!r}] and ['accuracy'] must have equal "
+            f"plot_robustness: report[{section!r}][{m.axis!r}] and ['accuracy'] must have equal "
             f"lengths, found {len(xs)} and {len(accs)}"
         )
     order = sorted(range(len(xs)), key=xs.__getitem__)
     return [xs[i] for i in order], [accs[i] for i in order]
 
 
-def plot_robustness(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Plot accuracy vs Gaussian-noise σ and vs PGD-L∞ ε into one PNG, atomically.
+def plot_robustness(
+    report: Mapping[str, Any], path: str | os.PathLike[str], measurements: Sequence[Measurement] | None = None
+) -> Path:
+    """Plot accuracy against perturbation size, one panel per curve measurement, into one PNG, atomically.
 
-    Left panel: ``report["gaussian_noise"]["accuracy"]`` against ``["sigma"]``; right
-    panel: ``report["pgd_linf"]["accuracy"]`` against ``["epsilon"]`` (axis in units of
-    1/255). Clean accuracy is drawn as a dashed line in both. Uses matplotlib's Agg
+    The panels are the measurements with ``panel`` set (Gaussian noise σ, PGD L∞ ε with
+    its axis in units of 1/255, PGD L2 ε); ``panel = 2`` ones must be in the report, the
+    others are drawn when measured. A measurement with ``overlay`` (FGSM) is drawn into
+    that panel. Clean accuracy is a dashed line in every panel. Uses matplotlib's Agg
     canvas directly (no pyplot, no global backend change), so it works headless.
 
     Args:
-        report: report dict with the sections above (``clean_accuracy`` optional).
+        report: report dict with those sections (``clean_accuracy`` optional).
         path: output file, e.g. ``<run>/robustness.png``; its directory is created.
+        measurements: the list to read panels from (default:
+            :func:`~neuroreg.evaluation.suite.default_measurements`).
 
     Returns:
         ``Path(path)``.
 
     Raises:
-        ValueError: if a section or key is missing or the lists differ in length.
+        ValueError: if a required section or a key is missing or the lists differ in length.
 
     Example:
         >>> import tempfile, os
@@ -124,40 +133,36 @@ def plot_robustness(report: Mapping[str, Any], path: str | os.PathLike[str]) -> 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from neuroreg.evaluation.suite import default_measurements
+
     if not isinstance(report, Mapping):
         raise ValueError(f"plot_robustness: report must be a mapping (dict), found {type(report).__name__}")
-    sigmas, noise_acc = _curve(report, "gaussian_noise", "sigma")
-    epsilons, pgd_acc = _curve(report, "pgd_linf", "epsilon")
+    ms = default_measurements() if measurements is None else list(measurements)
+    panels = [m for m in ms if m.panel and (m.panel == 2 or m.name in report)]
+    curves = {m.name: _curve(report, m) for m in panels}
     clean = report.get("clean_accuracy")
     path = Path(path)
-    has_l2 = "pgd_l2" in report
 
-    fig = Figure(figsize=(13 if has_l2 else 9, 3.6), layout="constrained")
+    fig = Figure(figsize=(4.3 * len(panels) + 0.4, 3.6), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 3 if has_l2 else 2, sharey=True)
-    ax_noise, ax_pgd = axes[0], axes[1]
-    ax_noise.plot(sigmas, noise_acc, marker="o")
-    ax_noise.set(xlabel="Gaussian noise σ", ylabel="accuracy", title="Gaussian noise")
-    pgd_info = report["pgd_linf"]
-    title = "PGD L∞"
-    if "steps" in pgd_info and "restarts" in pgd_info:
-        title += f" ({pgd_info['steps']} steps, {pgd_info['restarts']} restart(s))"
-    ax_pgd.plot([e * 255 for e in epsilons], pgd_acc, marker="o", color="tab:red")
-    ax_pgd.set(xlabel="ε × 255", title=title)
-    if "fgsm_linf" in report:
-        fe, fa = _curve(report, "fgsm_linf", "epsilon")
-        ax_pgd.plot([e * 255 for e in fe], fa, marker="s", color="tab:orange", label="FGSM")
-    if has_l2:
-        le, la = _curve(report, "pgd_l2", "epsilon")
-        axes[2].plot(le, la, marker="o", color="tab:purple")
-        axes[2].set(xlabel="ε (L2, image units)", title="PGD L2")
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+    for ax, m in zip(axes, panels):
+        xs, accs = curves[m.name]
+        ax.plot([x * m.axis_scale for x in xs], accs, marker="o")
+        scale = "" if m.axis_scale == 1 else f" × {m.axis_scale:g}"
+        ax.set(xlabel=m.axis_label + scale, title=m.title(report[m.name]))
+        for other in ms:
+            if other.overlay == m.name and other.name in report:
+                ox, oa = _curve(report, other)
+                ax.plot([x * other.axis_scale for x in ox], oa, marker="s", label=other.label)
+    axes[0].set_ylabel("accuracy")
     for ax in axes:
         if clean is not None and math.isfinite(float(clean)):
             ax.axhline(float(clean), linestyle="--", color="gray", label="clean")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     if clean is not None:
-        ax_noise.legend(loc="lower left")
+        axes[0].legend(loc="lower left")
 
     fmt = path.suffix.lstrip(".") or "png"
     atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=120), mode="wb")
@@ -289,27 +294,30 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_outputs(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> Path:
+def write_outputs(
+    report: Mapping[str, Any], out_dir: str | os.PathLike[str], measurements: Sequence[Measurement] | None = None
+) -> Path:
     """Write every plot the report has data for, then ``report.json`` (last, atomically).
 
-    ``robustness.png`` (needs ``gaussian_noise`` and ``pgd_linf``), ``corruptions.png``,
-    ``minimal_perturbation.png``, ``decision.png``, ``brain.png``. NaN values in the ``brain`` section
-    (a neuron set without a usable ceiling) become ``null``. Returns the report path.
+    ``robustness.png`` (:func:`plot_robustness`, when the report has its required
+    panels) and each measured section's own figure (``corruptions.png``,
+    ``minimal_perturbation.png``, ``decision.png``, ``brain.png``: the ``figure`` of each
+    measurement). NaN values of a section whose measurement says ``nan_to_null`` (brain:
+    a neuron set without a usable ceiling) become ``null``. Returns the report path.
     """
+    from neuroreg.evaluation.suite import default_measurements
+
+    ms = list(flatten(default_measurements() if measurements is None else measurements))
     out = Path(out_dir)
     report = dict(report)
-    if "brain" in report:
-        report["brain"] = _json_safe(report["brain"])
-    if "gaussian_noise" in report and "pgd_linf" in report:
-        plot_robustness(report, out / PLOT_NAME)
-    if "corruptions" in report:
-        plot_corruptions(report, out / "corruptions.png")
-    if "minimal_perturbation" in report:
-        plot_minimal_perturbation(report, out / "minimal_perturbation.png")
-    if "decision" in report:
-        plot_decision(report, out / "decision.png")
-    if "brain" in report:
-        plot_brain(report, out / "brain.png")
+    for m in ms:
+        if m.nan_to_null and m.name in report:
+            report[m.name] = _json_safe(report[m.name])
+    if all(m.name in report for m in ms if m.panel == 2):
+        plot_robustness(report, out / PLOT_NAME, ms)
+    for m in ms:
+        if m.figure and m.name in report:
+            m.plot(report, out / m.figure)
     return write_report(report, out)
 
 

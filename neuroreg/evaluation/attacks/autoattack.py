@@ -9,6 +9,7 @@ from torch import Tensor
 
 from neuroreg.evaluation.attacks.base import _aa_norm, _validate
 
+
 def autoattack(
     model: Callable[[Tensor], Tensor],
     x: Tensor,

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from neuroreg.evaluation.attacks.base import _validate
 
+
 class DecisionResult(NamedTuple):
     """Outcome of :func:`hop_skip_jump`, one entry per example.
 

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from neuroreg.evaluation.attacks.base import _expected_loss, _per_example_l2, _validate
 
+
 def _random_start(x: Tensor, eps: Tensor, norm: str, generator: torch.Generator | None) -> Tensor:
     """Uniform sample from the ``norm`` ball of radius ``eps [batch, 1, ..., 1]`` (per example), shape of ``x``.
 

@@ -11,6 +11,7 @@ from torch import Tensor
 from neuroreg.evaluation.attacks.base import _expected_loss, _validate
 from neuroreg.evaluation.attacks.gradient import _pgd_core
 
+
 def minimal_epsilon(
     model: Callable[[Tensor], Tensor],
     x: Tensor,
