@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from neuroreg.evaluation import sanity
-from neuroreg.evaluation.measurements import Measurement, flatten, fmt
+from neuroreg.evaluation.measurements import Measurement, Sanity, flatten, fmt
 from neuroreg.evaluation.report import write_outputs
 from neuroreg.evaluation.suite import (
     SUITES,
@@ -232,7 +232,7 @@ class RobustnessEvaluation(pl.Callback):
         report_path = write_outputs(report, run_dir)
         print(f"neuroreg: robustness report written to {report_path}")
         print(table(report))
-        banner = sanity.format_failures(report.get("sanity", {}))
+        banner = sanity.format_failures(report.get(Sanity.name, {}))
         if banner:
             print(banner)
 

@@ -25,7 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from neuroreg.evaluation.measurements import Measurement, flatten
+from neuroreg.evaluation.measurements import (
+    Brain,
+    Corruptions,
+    Decision,
+    Measurement,
+    MinimalPerturbation,
+    flatten,
+)
 from neuroreg.io import atomic_write, umask_mode
 
 REPORT_NAME = "report.json"
@@ -179,7 +186,7 @@ def plot_corruptions(report: Mapping[str, Any], path: str | os.PathLike[str]) ->
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    per = report["corruptions"]["per_corruption"]
+    per = report[Corruptions.name]["per_corruption"]
     names = list(per)
     sev = per[names[0]]["severity"]
     grid = [[float(a) for a in per[n]["accuracy"]] for n in names]
@@ -192,7 +199,7 @@ def plot_corruptions(report: Mapping[str, Any], path: str | os.PathLike[str]) ->
     for i, row in enumerate(grid):
         for j, v in enumerate(row):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w" if v < 0.6 else "k", fontsize=7)
-    ax.set(xlabel="severity", title=f"corruption accuracy (mean {report['corruptions']['mean_accuracy']:.3f})")
+    ax.set(xlabel="severity", title=f"corruption accuracy (mean {report[Corruptions.name]['mean_accuracy']:.3f})")
     fig.colorbar(im, ax=ax)
     return _save(fig, Path(path))
 
@@ -202,7 +209,7 @@ def plot_minimal_perturbation(report: Mapping[str, Any], path: str | os.PathLike
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    mp = report["minimal_perturbation"]
+    mp = report[MinimalPerturbation.name]
     fig = Figure(figsize=(4.5 * len(mp), 3.4), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(mp), squeeze=False)[0]
@@ -230,8 +237,8 @@ def plot_decision(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Pa
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    dec = report["decision"]
-    white = report.get("minimal_perturbation", {}).get("l2")
+    dec = report[Decision.name]
+    white = report.get(MinimalPerturbation.name, {}).get("l2")
     fig = Figure(figsize=(9 if white else 4.5, 3.4), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2 if white else 1, squeeze=False)[0]
@@ -265,7 +272,7 @@ def plot_brain(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    brain = report["brain"]
+    brain = report[Brain.name]
     layers = brain["layers"]
     fig = Figure(figsize=(max(5, 1.2 * len(layers) + 2), 3.6), layout="constrained")
     FigureCanvasAgg(fig)

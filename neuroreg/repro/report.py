@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from neuroreg.evaluation.measurements import Corruptions, Measurement, flatten
+from neuroreg.evaluation.measurements import Corruptions, Measurement, Sanity, flatten
 from neuroreg.evaluation.suite import default_measurements, metrics
 from neuroreg.io import atomic_write
 from neuroreg.stats import t_interval
@@ -65,7 +65,7 @@ def is_headline(name: str, measurements: Sequence[Measurement] | None = None) ->
 def failed_checks(report: Mapping[str, Any], seed: int) -> list[dict[str, Any]]:
     """The sanity checks ``report`` failed, as ``[{"seed", "check", "detail"}]``."""
     return [{"seed": seed, "check": check, "detail": flag.get("detail", "")}
-            for check, flag in (report.get("sanity") or {}).items() if not flag.get("passed", True)]
+            for check, flag in (report.get(Sanity.name) or {}).items() if not flag.get("passed", True)]
 
 
 def arm_baselines(plan: Mapping[str, Any]) -> dict[str, str | None]:
