@@ -432,8 +432,6 @@ class PGD(Measurement):
     1000 for L∞, 1001 for L2; EOT for stochastic models)."""
 
     axis = "epsilon"
-    panel = 1
-    columns: tuple[str, ...] = ()
 
     def __init__(self, norm: str) -> None:
         if norm not in ("linf", "l2"):
@@ -581,7 +579,6 @@ class MinimalPerturbation(Measurement):
     label = "minimal perturbation"
     reads = ("minimal_images", "minimal_search_steps", "minimal_l2_max", "minimal_linf_max", "pgd_steps")
     headline = ("eval/minimal_l2_median",)
-    metric_labels = ()
     columns = ("median min. L2",)
     images = "minimal_images"
     figure = "minimal_perturbation.png"
