@@ -24,7 +24,7 @@ from neuroreg.evaluation.compare import compare
 from neuroreg.evaluation.measurements import Clean, Context, Measurement, flatten
 from neuroreg.evaluation.perturbations import corrupt, gaussian_noise
 from neuroreg.evaluation.report import write_eval_dir
-from neuroreg.evaluation.suite import Budget, default_measurements, evaluate, metrics
+from neuroreg.evaluation.suite import SUITES, Budget, default_measurements, evaluate, metrics
 
 SHIPPED = list(flatten(default_measurements()))
 
@@ -48,13 +48,21 @@ def data(n: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(n, 1, 8, 8, generator=g), torch.randint(0, 3, (n,), generator=g)
 
 
-#: a budget that turns every shipped measurement on, at a tiny size
-TINY = Budget(
-    max_images=12, noise_sigmas=(0.0, 0.2), corruptions=("gaussian_noise", "contrast"), severities=(1, 3),
-    linf_epsilons=(0.0, 4 / 255, 16 / 255), l2_epsilons=(0.0, 0.5), pgd_steps=2, autoattack_images=4,
-    square_images=4, square_queries=10, minimal_images=4, minimal_search_steps=2, decision_images=3,
-    decision_queries=40, large_epsilon=0.5, check_images=6,
-)
+def shrink(budget: Budget) -> Budget:
+    """``budget`` cut to a few seconds: grids to their first and last value, counts to a few
+    images, queries and steps (so a new Budget field needs no edit here)."""
+    small: dict[str, Any] = {}
+    for f in dataclasses.fields(budget):
+        v = getattr(budget, f.name)
+        if isinstance(v, tuple) and len(v) > 2:
+            small[f.name] = (v[0], v[-1])
+        elif isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            small[f.name] = min(v, 30 if "queries" in f.name else 4)
+    return dataclasses.replace(budget, **{**small, "max_images": 12, "check_images": 6})
+
+
+#: the full suite's budget (every shipped measurement on), at a tiny size
+TINY = shrink(SUITES["full"])
 
 
 def recording():
@@ -160,6 +168,8 @@ def test_suite_numbers_equal_an_independent_recomputation() -> None:
     with torch.no_grad():
         y = model(x).argmax(1)
     b = dataclasses.replace(TINY, max_images=n, noise_sigmas=(0.0, 0.05, 0.2), autoattack_images=0, pgd_steps=0,
+                            corruptions=("gaussian_noise", "contrast"), severities=(1, 3), minimal_images=4,
+                            minimal_search_steps=2, square_queries=10,
                             linf_epsilons=(0.0, 4 / 255, 32 / 255), l2_epsilons=(0.0, 0.05, 0.2), large_epsilon=0.25,
                             check_images=80, decision_images=1, decision_queries=200, square_images=40)
     seed = 2
@@ -193,7 +203,8 @@ def test_suite_numbers_equal_an_independent_recomputation() -> None:
         for e in sorted(eps_grid):
             g = gen(k)
             for c in chunks:
-                robust[c] &= ok(pgd(model, x[c], y[c], e, steps=b.pgd_steps, norm=norm, generator=g), y[c])
+                robust[c] &= ok(pgd(model, x[c], y[c], e, steps=b.pgd_steps, norm=norm, restarts=b.pgd_restarts,
+                                     generator=g, schedule=b.schedule), y[c])
             accs.append(int(robust.sum()) / n)
         assert r[f"pgd_{norm}"]["accuracy"] == accs
     assert r["fgsm_linf"]["accuracy"] == [acc(lambda xc, yc: fgsm(model, xc, yc, e)) for e in b.linf_epsilons]
@@ -205,7 +216,8 @@ def test_suite_numbers_equal_an_independent_recomputation() -> None:
     big = pgd(model, x, y, b.large_epsilon, steps=b.pgd_steps, generator=gen(3000))
     assert r["sanity"]["large_epsilon"] == sanity.large_epsilon_breaks(ok(big, y).float().mean().item(), 0.25)
     sq = square_attack(model, x[:40], y[:40], max(b.linf_epsilons), n_queries=b.square_queries, seed=seed)
-    wb = pgd(model, x[:40], y[:40], max(b.linf_epsilons), steps=b.pgd_steps, generator=gen(4000))
+    wb = pgd(model, x[:40], y[:40], max(b.linf_epsilons), steps=b.pgd_steps, restarts=b.pgd_restarts,
+             generator=gen(4000), schedule=b.schedule)
     assert r["square"]["accuracy"] == ok(sq, y[:40]).float().mean().item()
     assert r["square"]["pgd_accuracy_same_images"] == ok(wb, y[:40]).float().mean().item()
     assert r["sanity_passed"] == sanity.all_passed(r["sanity"])
