@@ -18,7 +18,7 @@ import torch
 def main() -> None:
     from pyautoattack.autopgd_base import APGDAttack
 
-    from neuroreg.evaluation.attacks import pgd
+    from neuroreg.evaluation.attacks.gradient import pgd
     from neuroreg.models.backbones import SmallResNet
     from neuroreg.models.classifier import RegularizedClassifier
 

@@ -27,14 +27,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: report timing key -> the Budget field counting the images of that part (None: the test set)
-PARTS = {
-    "clean": None, "gaussian_noise": None, "corruptions": None, "pgd_linf": None, "fgsm_linf": None,
-    "pgd_l2": None, "autoattack": "autoattack_images", "minimal_perturbation": "minimal_images",
-    "decision": "decision_images", "sanity": "check_images", "brain": None,
-}
-
-
 def train(epochs: int) -> Path:
     """Fit the quickstart config for ``epochs`` epochs into a temporary directory; its checkpoint."""
     from neuroreg.cli import main as neuroreg
@@ -52,7 +44,7 @@ def main() -> None:
     import torch
 
     from neuroreg.evaluation.commands import evaluate_checkpoint, find_run_config, load_data
-    from neuroreg.evaluation.suite import budget_for
+    from neuroreg.evaluation.suite import budget_for, default_measurements
 
     p = argparse.ArgumentParser()
     p.add_argument("--suite", default="standard")
@@ -64,8 +56,10 @@ def main() -> None:
     args = p.parse_args()
     ckpt = args.ckpt or train(args.epochs)
     full = budget_for(args.suite)
-    scaled = {k: max(1, int(getattr(full, k) * args.scale_counts)) if getattr(full, k) else 0
-              for k in ("autoattack_images", "square_images", "minimal_images", "decision_images", "check_images")}
+    # report timing key -> the Budget fields counting the images of that part and of the parts it runs itself
+    parts = {m.name: [q.images for q in (m, *m.parts) if q.images] for m in default_measurements()}
+    counts = sorted({f for fields in parts.values() for f in fields})
+    scaled = {k: max(1, int(getattr(full, k) * args.scale_counts)) if getattr(full, k) else 0 for k in counts}
     budget = replace(full, **scaled, **({"max_images": args.max_images} if args.max_images else {}))
     out = Path(tempfile.mkdtemp(prefix="neuroreg-bench-eval-")) / "eval"
     t, cpu = time.perf_counter(), time.process_time()
@@ -82,14 +76,12 @@ def main() -> None:
     total_est = wall - sum(report["timing_s"].values())  # model rebuild, data, writing
     print(f"{'part':<22}{'measured s':>11}{'images':>8}{'suite images':>14}{'est. s':>9}")
     for part, secs in report["timing_s"].items():
-        field = PARTS.get(part)
-        if field is None:
+        fields = parts.get(part, [])
+        if not fields:  # over the test set
             used, target = n, n_full
-        else:
-            used, target = min(getattr(budget, field), n), min(getattr(full, field), n_full)
-        if part == "sanity":  # holds the Square check on square_images
-            used = max(used, min(budget.square_images, n))
-            target = max(target, min(full.square_images, n_full))
+        else:  # the largest of its counts (sanity also runs the Square check on square_images)
+            used = max(min(getattr(budget, f), n) for f in fields)
+            target = max(min(getattr(full, f), n_full) for f in fields)
         est = secs * target / max(used, 1)
         total_est += est
         print(f"{part:<22}{secs:>11.1f}{used:>8}{target:>14}{est:>9.1f}")

@@ -36,6 +36,7 @@ def main() -> None:
     from neuroreg.data.datamodules import NeuralDataModule
     from neuroreg.data.recording_sources import SimulatedRecording
     from neuroreg.data.simulated import V1Population
+    from neuroreg.stats import pearson_columns
     from neuroreg.twin import metrics
     from neuroreg.twin.cores import Stacked2dCore
     from neuroreg.twin.losses import PoissonLoss
@@ -101,16 +102,16 @@ def main() -> None:
     truth = pop.mean_response(images)
     with torch.no_grad():
         pred = twin(torch.from_numpy(images).float() / 255.0).numpy()
-    r_single = metrics.average(metrics.correlation(reps[:, 0], truth))
-    r_mean = metrics.average(metrics.correlation(reps.mean(axis=1), truth))
-    r_twin = metrics.average(metrics.correlation(pred, truth))
+    r_single = metrics.average(pearson_columns(reps[:, 0], truth))
+    r_mean = metrics.average(pearson_columns(reps.mean(axis=1), truth))
+    r_twin = metrics.average(pearson_columns(pred, truth))
     summary = metrics.summary(pred, reps)
     from neuroreg.data.images import Digits
 
     digits = Digits(size=32).split("test").images_float()
     with torch.no_grad():
         pred_digits = twin(torch.from_numpy(digits)).numpy()
-    r_digits = metrics.average(metrics.correlation(pred_digits, pop.mean_response(digits)))
+    r_digits = metrics.average(pearson_columns(pred_digits, pop.mean_response(digits)))
     print(f"preset={args.preset} neurons={args.n_neurons} train images={args.n_train} x 1 trial, "
           f"epochs run={trainer.current_epoch}, fit {fit_s:.0f} s on {torch.get_num_threads()} thread(s)")
     print("correlation with the noise-free mean response on 100 test images (mean over neurons):")

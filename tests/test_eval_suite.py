@@ -13,7 +13,10 @@ import torch
 from torch import nn
 
 from neuroreg.evaluation import sanity
-from neuroreg.evaluation.attacks import autoattack, minimal_epsilon, pgd, square_attack
+from neuroreg.evaluation.attacks.autoattack import autoattack
+from neuroreg.evaluation.attacks.gradient import pgd
+from neuroreg.evaluation.attacks.minimal import minimal_epsilon
+from neuroreg.evaluation.attacks.square import square_attack
 from neuroreg.evaluation.perturbations import CORRUPTIONS, _gaussian_blur, corrupt
 from neuroreg.evaluation.report import write_eval_dir
 from neuroreg.evaluation.suite import Budget, budget_for, evaluate, metrics
@@ -375,7 +378,7 @@ def balanced_linear(d_side: int = 4, n: int = 64, seed: int = 0):
 
 @pytest.mark.parametrize("d_side", [4, 8])
 def test_decision_attack_approaches_analytic_boundary_distance(d_side: int) -> None:
-    from neuroreg.evaluation.attacks import hop_skip_jump
+    from neuroreg.evaluation.attacks.decision import hop_skip_jump
 
     model, x, y, distance = balanced_linear(d_side)
     assert 0 < int(y.sum()) < len(y)
@@ -419,7 +422,7 @@ class LabelsOnlyNoGrad(nn.Module):
 
 
 def test_decision_attack_uses_labels_only_and_counts_queries() -> None:
-    from neuroreg.evaluation.attacks import hop_skip_jump
+    from neuroreg.evaluation.attacks.decision import hop_skip_jump
 
     model, x, y, _ = balanced_linear(4, n=24)
     scores, labels = LabelsOnlyNoGrad(model), LabelsOnlyNoGrad(model, one_hot=True)
@@ -431,7 +434,7 @@ def test_decision_attack_uses_labels_only_and_counts_queries() -> None:
 
 
 def test_decision_attack_misclassified_unbreakable_and_validation() -> None:
-    from neuroreg.evaluation.attacks import hop_skip_jump
+    from neuroreg.evaluation.attacks.decision import hop_skip_jump
 
     model, x, y, _ = balanced_linear(4, n=8)
     flipped = hop_skip_jump(model, x, 1 - y, 50)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from neuroreg.evaluation.attacks import fgsm, pgd
+from neuroreg.evaluation.attacks.gradient import fgsm, pgd
 from neuroreg.evaluation.callbacks import RobustnessEvaluation
 from neuroreg.evaluation.perturbations import gaussian_noise
 from neuroreg.evaluation.report import plot_robustness, write_report

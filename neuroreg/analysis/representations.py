@@ -178,7 +178,7 @@ class Profile:
 
     def mean_ci(self, measure: str) -> tuple[np.ndarray, np.ndarray]:
         """``(mean [layers], 95 % t-interval half-width [layers])`` of ``measure`` over seeds (NaN ignored)."""
-        from neuroreg.evaluation.compare import t_interval
+        from neuroreg.stats import t_interval
 
         v = self.values[measure]
         stats = [t_interval([x for x in v[:, j] if np.isfinite(x)]) if np.isfinite(v[:, j]).any() else (np.nan, np.nan)
@@ -255,7 +255,7 @@ def alpha_table(spectra: Mapping[str, Sequence[Mapping[str, Spectrum]]]) -> Tabl
     Args:
         spectra: ``{arm: [{layer: Spectrum} per seed]}``.
     """
-    from neuroreg.evaluation.compare import t_interval
+    from neuroreg.stats import t_interval
 
     layers = list(next(iter(spectra.values()))[0])
     rows = []

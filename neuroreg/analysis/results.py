@@ -10,7 +10,7 @@ onto the folder actually read.
 
 Robustness curves (:func:`robustness_curves`) and the comparison table
 (:func:`comparison_table`) are mean ± 95 % t-interval over seeds, the same statistics
-as ``OUT/report/`` (:func:`neuroreg.evaluation.compare.t_interval`).
+as ``OUT/report/`` (:func:`neuroreg.stats.t_interval`).
 """
 
 from __future__ import annotations
@@ -22,19 +22,26 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-#: robustness sections of an evaluation report: ``section -> (x key, axis label)``;
-#: ``corruptions`` is the accuracy per severity averaged over the corruptions
-CURVES: dict[str, tuple[str, str]] = {
-    "gaussian_noise": ("sigma", "Gaussian noise σ"),
-    "corruptions": ("severity", "corruption severity (mean over corruptions)"),
-    "pgd_linf": ("epsilon", "PGD L∞ ε"),
-    "pgd_l2": ("epsilon", "PGD L2 ε"),
-    "fgsm_linf": ("epsilon", "FGSM L∞ ε"),
-}
+if TYPE_CHECKING:
+    from neuroreg.evaluation.measurements import Measurement
+
+def curve_measurements() -> dict[str, Measurement]:
+    """The curve measurements of the evaluation suite, ``{section: measurement}``: each
+    gives its x field (``axis``), axis label and :meth:`~neuroreg.evaluation.measurements.Measurement.curve`
+    (for ``corruptions``: the accuracy per severity averaged over the corruptions).
+
+    >>> list(curve_measurements())
+    ['gaussian_noise', 'corruptions', 'pgd_linf', 'fgsm_linf', 'pgd_l2']
+    """
+    from neuroreg.evaluation.measurements import flatten
+    from neuroreg.evaluation.suite import default_measurements
+
+    return OrderedDict((m.name, m) for m in flatten(default_measurements()) if m.axis is not None)
+
 
 _PLAN_FIELDS = ("recipe", "title", "scale", "seeds", "baseline", "arms", "stages")
 #: how many folders a stage of each kind sits below OUT
@@ -452,19 +459,13 @@ class Curve:
 
 
 def _section_curve(report: Mapping[str, Any], section: str) -> tuple[list[float], list[float]] | None:
-    if section not in CURVES:
-        raise KeyError(f"robustness_curves: unknown section {section!r}; expected one of {list(CURVES)}")
+    known = curve_measurements()
+    if section not in known:
+        raise KeyError(f"robustness_curves: unknown section {section!r}; expected one of {list(known)}")
     part = report.get(section)
     if not part:
         return None
-    if section == "corruptions":
-        per = list(part.get("per_corruption", {}).values())
-        if not per:
-            return None
-        xs = list(per[0]["severity"])
-        return xs, [float(np.mean([p["accuracy"][i] for p in per])) for i in range(len(xs))]
-    x_key = CURVES[section][0]
-    return list(part[x_key]), [float(a) for a in part["accuracy"]]
+    return known[section].curve(part)
 
 
 def curve_over_seeds(reports: Sequence[Mapping[str, Any]], section: str, names: Sequence[str] | None = None) -> Curve | None:
@@ -472,7 +473,7 @@ def curve_over_seeds(reports: Sequence[Mapping[str, Any]], section: str, names: 
 
     Args:
         reports: evaluation reports of one arm.
-        section: a key of :data:`CURVES`.
+        section: a key of :func:`curve_measurements`.
         names: where each report came from, for error messages.
 
     Returns:
@@ -481,7 +482,7 @@ def curve_over_seeds(reports: Sequence[Mapping[str, Any]], section: str, names: 
     Raises:
         AnalysisError: some reports have the section and others do not, or their x grids differ.
     """
-    from neuroreg.evaluation.compare import t_interval
+    from neuroreg.stats import t_interval
 
     names = list(names) if names is not None else [f"report {i}" for i in range(len(reports))]
     parts = [_section_curve(r, section) for r in reports]
@@ -494,7 +495,7 @@ def curve_over_seeds(reports: Sequence[Mapping[str, Any]], section: str, names: 
     x0 = parts[0][0]
     for n, (x, _) in zip(names, parts):
         if list(x) != list(x0):
-            raise AnalysisError(f"{n}: field '{section}.{CURVES[section][0]}': expected the grid {x0} of {names[0]}, found {x}")
+            raise AnalysisError(f"{n}: field '{section}.{curve_measurements()[section].axis}': expected the grid {x0} of {names[0]}, found {x}")
     order = np.argsort(x0)
     values = np.asarray([np.asarray(a, dtype=float)[order] for _, a in parts])
     stats = [t_interval(list(values[:, j])) for j in range(values.shape[1])]
@@ -506,14 +507,14 @@ def robustness_curves(results: ReproResults, sections: Sequence[str] | None = No
 
     Args:
         results: from :func:`load_repro`.
-        sections: keys of :data:`CURVES` (default: all that some report has).
+        sections: keys of :func:`curve_measurements` (default: all that some report has).
 
     Raises:
         AnalysisError: no evaluation has finished, or the grids of one arm differ.
     """
     if results.summary is None:
         raise AnalysisError(f"{results.out}: no evaluation has finished yet; run `neuroreg repro` to the end first")
-    sections = list(sections) if sections is not None else list(CURVES)
+    sections = list(sections) if sections is not None else list(curve_measurements())
     out: dict[str, dict[str, Curve]] = OrderedDict()
     for section in sections:
         per_arm = OrderedDict()
@@ -548,9 +549,10 @@ def plot_robustness(
     """
     from matplotlib.figure import Figure
 
+    known = curve_measurements()
     sections = [s for s in (sections or list(curves)) if s in curves]
     if not sections:
-        raise AnalysisError(f"plot_robustness: expected some of the sections {list(CURVES)}, found {list(curves)}")
+        raise AnalysisError(f"plot_robustness: expected some of the sections {list(curve_measurements())}, found {list(curves)}")
     ncols = max(1, min(columns, len(sections)))
     nrows = -(-len(sections) // ncols)
     fig = Figure(figsize=(panel_size * ncols + 0.6, panel_size * nrows), layout="constrained")
@@ -563,7 +565,7 @@ def plot_robustness(
             line = ax.plot(c.x, c.mean, marker="o", label=f"{arm} (n={c.n})")[0]
             if c.n > 1:
                 ax.fill_between(c.x, np.clip(c.mean - c.ci95, 0, 1), np.clip(c.mean + c.ci95, 0, 1), color=line.get_color(), alpha=0.2)
-        ax.set(xlabel=CURVES[section][1], ylim=(-0.02, 1.02))
+        ax.set(xlabel=known[section].axis_label, ylim=(-0.02, 1.02))
         ax.grid(alpha=0.3)
     for row in grid:
         row[0].set_ylabel("accuracy (mean ± 95% CI)")

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from neuroreg.stats import pearson_columns
+
 
 def split_half_ceiling(repeats: np.ndarray, n_splits: int = 10, seed: int = 0) -> np.ndarray:
     """Spearman–Brown corrected split-half reliability per neuron.
@@ -60,24 +62,10 @@ def split_half_ceiling(repeats: np.ndarray, n_splits: int = 10, seed: int = 0) -
             with np.errstate(invalid="ignore", divide="ignore"):
                 a[i] = np.where(first, block, 0).sum(0) / first.sum(0)
                 b[i] = np.where(second, block, 0).sum(0) / second.sum(0)
-        rs.append(_pearson_columns(a, b))
+        rs.append(pearson_columns(a, b, min_rows=3))
     r_mean = np.nanmean(np.stack(rs), axis=0) if rs else np.full(k, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         return 2 * r_mean / (1 + r_mean)
-
-
-def _pearson_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson r per column of ``a, b [n, k]`` over rows where both are finite (NaN if < 3 rows or no variance)."""
-    out = np.full(a.shape[1], np.nan)
-    for j in range(a.shape[1]):
-        ok = np.isfinite(a[:, j]) & np.isfinite(b[:, j])
-        if ok.sum() < 3:
-            continue
-        x, y = a[ok, j] - a[ok, j].mean(), b[ok, j] - b[ok, j].mean()
-        den = np.sqrt((x * x).sum() * (y * y).sum())
-        if den > 0:
-            out[j] = (x * y).sum() / den
-    return out
 
 
 def neural_predictivity(
@@ -138,7 +126,7 @@ def neural_predictivity(
         pred[test] = reg.predict(f_test)
     with np.errstate(invalid="ignore"):
         raw_target = np.nanmean(repeats, axis=1)
-    r = _pearson_columns(pred, raw_target)
+    r = pearson_columns(pred, raw_target, min_rows=3)
     ceiling = split_half_ceiling(repeats, seed=seed)
     usable = np.isfinite(r) & np.isfinite(ceiling) & (ceiling > 0)
     normalized = np.full_like(r, np.nan)

@@ -11,13 +11,16 @@ import torch
 from torch import nn
 
 from neuroreg.evaluation import sanity
+from neuroreg.evaluation.measurements import Measurement, Sanity, flatten, fmt
 from neuroreg.evaluation.report import write_outputs
-from neuroreg.evaluation.suite import SUITES, Budget, budget_for, evaluate, metrics
-
-
-def _fmt(value: float) -> str:
-    """Short, stable number format for metric names: 0.1 -> '0.1', 8/255 -> '0.0314'."""
-    return f"{value:.3g}"
+from neuroreg.evaluation.suite import (
+    SUITES,
+    Budget,
+    budget_for,
+    default_measurements,
+    evaluate,
+    metrics,
+)
 
 
 def _check_values(name: str, values: Sequence[float], low: float, high: float) -> list[float]:
@@ -34,7 +37,7 @@ def _check_values(name: str, values: Sequence[float], low: float, high: float) -
                 f"found {v!r} in {values}"
             )
         out.append(float(v))
-    names = [_fmt(v) for v in out]
+    names = [fmt(v) for v in out]
     if len(set(names)) != len(names):
         raise ValueError(
             f"RobustnessEvaluation: entries of {name} must be distinct at 3 significant digits "
@@ -70,7 +73,7 @@ class RobustnessEvaluation(pl.Callback):
       the clean image and at every adversarial image found for every ε' <= ε in the
       list (an attack found inside a smaller ball also lies inside the larger one, so
       the reported curve is an upper bound on robust accuracy, monotone in ε).
-      :func:`neuroreg.evaluation.attacks.pgd` with ``pgd_steps`` steps of size
+      :func:`neuroreg.evaluation.attacks.gradient.pgd` with ``pgd_steps`` steps of size
       ``2.5 ε / steps``, random start, ``pgd_restarts`` restarts; with expectation over
       transformation when the model is stochastic.
 
@@ -229,38 +232,17 @@ class RobustnessEvaluation(pl.Callback):
         report_path = write_outputs(report, run_dir)
         print(f"neuroreg: robustness report written to {report_path}")
         print(table(report))
-        banner = sanity.format_failures(report.get("sanity", {}))
+        banner = sanity.format_failures(report.get(Sanity.name, {}))
         if banner:
             print(banner)
 
 
-def table(report: Mapping[str, Any]) -> str:
-    """A plain-text summary table of a report."""
-    rows = [("clean", "", report["clean_accuracy"])]
-    if "gaussian_noise" in report:
-        noise = report["gaussian_noise"]
-        rows += [("gaussian noise", f"σ={_fmt(s)}", a) for s, a in zip(noise["sigma"], noise["accuracy"])]
-    for key, label in (("pgd_linf", "pgd linf"), ("fgsm_linf", "fgsm linf")):
-        if key in report:
-            rows += [
-                (label, f"ε={_fmt(e)} ({e * 255:.3g}/255)", a)
-                for e, a in zip(report[key]["epsilon"], report[key]["accuracy"])
-            ]
-    if "pgd_l2" in report:
-        rows += [("pgd l2", f"ε={_fmt(e)}", a) for e, a in zip(report["pgd_l2"]["epsilon"], report["pgd_l2"]["accuracy"])]
-    if "corruptions" in report:
-        rows.append(("corruptions", "mean", report["corruptions"]["mean_accuracy"]))
-    if "autoattack" in report:
-        aa = report["autoattack"]
-        rows.append((f"autoattack {aa['version']}", f"ε={_fmt(aa['epsilon'])}", aa["accuracy"]))
+def table(report: Mapping[str, Any], measurements: Sequence[Measurement] | None = None) -> str:
+    """A plain-text summary table of a report: the rows and lines of each measured section
+    (:meth:`~neuroreg.evaluation.measurements.Measurement.rows`), measurements in list order."""
+    present = [m for m in flatten(default_measurements() if measurements is None else measurements) if m.name in report]
+    rows = [row for m in present for row in m.rows(report[m.name])]
     lines = [f"  {'condition':<20}{'strength':<22}accuracy  (n={report['n_images']})"]
     lines += [f"  {c:<20}{s:<22}{a:.4f}" for c, s, a in rows]
-    for norm, part in report.get("minimal_perturbation", {}).items():
-        med = part["median"]
-        lines.append(f"  minimal {norm} perturbation: median {med if med is None else f'{med:.4g}'} (n={part['n_images']})")
-    if "decision" in report:
-        dec = report["decision"]
-        med = dec["median"]
-        lines.append(f"  decision-based l2 ({dec['queries']} queries): median {med if med is None else f'{med:.4g}'} "
-                     f"(n={dec['n_images']}, {dec['not_found']} not found)")
+    lines += [line for m in present for line in m.lines(report[m.name])]
     return "\n".join(lines)

@@ -310,6 +310,7 @@ def main(argv: list[str]) -> int:
     """Entry point of ``neuroreg eval``; returns the exit status (2 on bad input)."""
     from neuroreg.evaluation import sanity
     from neuroreg.evaluation.callbacks import table
+    from neuroreg.evaluation.measurements import Sanity
     from neuroreg.evaluation.suite import budget_for
 
     args = parser().parse_args(argv)
@@ -332,7 +333,7 @@ def main(argv: list[str]) -> int:
     for note in report.get("run_logger_notes", []):
         print(f"neuroreg: eval scalars not logged: {note}")
     print(table(report))
-    banner = sanity.format_failures(report["sanity"])
+    banner = sanity.format_failures(report[Sanity.name])
     if banner:
         print(banner)
     return 0

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
+
+from neuroreg.evaluation.measurements import Measurement, flatten
+from neuroreg.evaluation.suite import default_measurements
+from neuroreg.io import atomic_write
+from neuroreg.stats import t_interval
 
 _SEED_KEYS = {"seed_everything", "seed", "split_seed"}
 
@@ -57,16 +61,6 @@ def load_run(arg: str | Path) -> tuple[str, dict[str, Any], dict[str, Any] | Non
     return name, report, config
 
 
-def t_interval(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95 % t-interval (half-width 0 for one value)."""
-    from scipy.stats import t
-
-    arr = np.asarray(values, dtype=float)
-    if len(arr) < 2:
-        return float(arr.mean()), 0.0
-    return float(arr.mean()), float(t.ppf(0.975, len(arr) - 1) * arr.std(ddof=1) / math.sqrt(len(arr)))
-
-
 def group_runs(runs: list[tuple[str, dict, dict | None]]) -> OrderedDict[str, list[tuple[str, dict]]]:
     """Group runs whose configs match up to seeds; label = first run's name (+ ``×n``)."""
     groups: OrderedDict[str, list] = OrderedDict()
@@ -80,38 +74,43 @@ def group_runs(runs: list[tuple[str, dict, dict | None]]) -> OrderedDict[str, li
     return groups
 
 
-def _curve(reports: list[dict], section: str, x_key: str) -> tuple[list[float], list[float], list[float]] | None:
-    parts = [r.get(section) for r in reports]
+def _curve(reports: list[dict], m: Measurement) -> tuple[list[float], list[float], list[float]] | None:
+    parts = [r.get(m.name) for r in reports]
     if any(p is None for p in parts):
         return None
-    xs = parts[0][x_key]
-    if any(list(p[x_key]) != list(xs) for p in parts):
-        raise ValueError(f"compare: runs of one group have different {section}.{x_key} grids")
-    stats = [t_interval([p["accuracy"][i] for p in parts]) for i in range(len(xs))]
-    return list(xs), [m for m, _ in stats], [h for _, h in stats]
+    curves = [m.curve(p) for p in parts]
+    xs = curves[0][0]
+    if any(list(c[0]) != list(xs) for c in curves):
+        raise ValueError(f"compare: runs of one group have different {m.name}.{m.axis} grids")
+    stats = [t_interval([c[1][i] for c in curves]) for i in range(len(xs))]
+    return list(xs), [s for s, _ in stats], [h for _, h in stats]
 
 
-def _row(reports: list[dict]) -> dict[str, str]:
-    def cell(values: list[float | None]) -> str:
+def _row(reports: list[dict], measurements: Sequence[Measurement]) -> dict[str, str]:
+    """One table row: per column of each measurement, mean ± 95 % CI over the group's runs
+    (a boolean column: ``ok`` unless some run says False)."""
+
+    def cell(values: list[float | bool | None]) -> str:
         vals = [v for v in values if v is not None]
+        if vals and all(isinstance(v, bool) for v in vals):
+            return "ok" if all(vals) else "FAILED"
         if not vals:
             return "–"
         m, h = t_interval(vals)
         return f"{m:.3f}" if len(vals) == 1 else f"{m:.3f} ± {h:.3f}"
 
-    return {
-        "n": str(len(reports)),
-        "clean": cell([r["clean_accuracy"] for r in reports]),
-        "mean corruption acc.": cell([r.get("corruptions", {}).get("mean_accuracy") for r in reports]),
-        "PGD L∞ @ max ε": cell([r["pgd_linf"]["accuracy"][int(np.argmax(r["pgd_linf"]["epsilon"]))] if "pgd_linf" in r else None for r in reports]),
-        "AutoAttack": cell([r.get("autoattack", {}).get("accuracy") for r in reports]),
-        "median min. L2": cell([r.get("minimal_perturbation", {}).get("l2", {}).get("median") for r in reports]),
-        "sanity": "ok" if all(r.get("sanity_passed", True) for r in reports) else "FAILED",
-    }
+    row = {"n": str(len(reports))}
+    for m in measurements:
+        per_run = [m.cells(r[m.name]) if m.name in r else {} for r in reports]
+        for column in m.columns:
+            values = [c.get(column) for c in per_run]
+            row[column] = cell(values)
+    return row
 
 
 def compare(
-    runs: list[str | Path], out: str | Path, groups: Mapping[str, list[str | Path]] | None = None
+    runs: list[str | Path], out: str | Path, groups: Mapping[str, list[str | Path]] | None = None,
+    measurements: Sequence[Measurement] | None = None,
 ) -> dict[str, Path]:
     """Write ``comparison.png``, ``comparison.md`` and ``comparison.html`` into ``out``.
 
@@ -120,11 +119,13 @@ def compare(
         out: output directory.
         groups: instead of grouping ``runs`` by config, explicit groups
             ``{label: [run or report, ...]}`` (added after those of ``runs``).
+        measurements: the list whose panels (curves with ``panel`` set) and table
+            ``columns`` are shown (default:
+            :func:`~neuroreg.evaluation.suite.default_measurements`).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from neuroreg.evaluation.report import _atomic_write
 
     groups_ = group_runs([load_run(r) for r in runs])
     for label, members in (groups or {}).items():
@@ -135,15 +136,16 @@ def compare(
         raise ValueError("compare: expected at least one run, found none")
     groups = groups_
     out = Path(out)
-    panels = [("gaussian_noise", "sigma", "Gaussian noise σ"), ("pgd_linf", "epsilon", "PGD L∞ ε"), ("pgd_l2", "epsilon", "PGD L2 ε")]
+    ms = list(flatten(default_measurements() if measurements is None else measurements))
+    panels = [m for m in ms if m.panel]
     # only the perturbations some run measured get a panel
-    panels = [p for p in panels if any(section_in(r, p[0]) for members in groups.values() for _, r in members)] or panels[:1]
+    panels = [m for m in panels if any(section_in(r, m.name, ms) for members in groups.values() for _, r in members)] or panels[:1]
     fig = Figure(figsize=(4.4 * len(panels) + 0.4, 3.8), layout="constrained")
     FigureCanvasAgg(fig)
     axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
-    for ax, (section, x_key, label) in zip(axes, panels):
+    for ax, m in zip(axes, panels):
         for gname, members in groups.items():
-            c = _curve([r for _, r in members], section, x_key)
+            c = _curve([r for _, r in members], m)
             if c is None:
                 continue
             xs, mean, half = c
@@ -152,12 +154,12 @@ def compare(
             line = ax.plot(xs, mean, marker="o", label=f"{gname} (n={len(members)})")[0]
             if len(members) > 1:
                 ax.fill_between(xs, mean - half, mean + half, color=line.get_color(), alpha=0.2)
-        ax.set(xlabel=label, title=label.rsplit(" ", 1)[0])
+        ax.set(xlabel=m.axis_label, title=m.label)
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (mean ± 95% CI over seeds)")
     axes[0].legend(fontsize=8)
-    rows = OrderedDict((g, _row([r for _, r in m])) for g, m in groups.items())
+    rows = OrderedDict((g, _row([r for _, r in members], ms)) for g, members in groups.items())
     cols = list(next(iter(rows.values())))
     md = "| run | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 1) + "\n"
     md += "".join(f"| {g} | " + " | ".join(r[c] for c in cols) + " |\n" for g, r in rows.items())
@@ -165,16 +167,25 @@ def compare(
     html += "".join(f"<tr><td>{g}</td>" + "".join(f"<td>{r[c]}</td>" for c in cols) + "</tr>\n" for g, r in rows.items())
     html += "</table>\n"
     paths = {"png": out / "comparison.png", "md": out / "comparison.md", "html": out / "comparison.html"}
-    _atomic_write(paths["png"], lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
-    _atomic_write(paths["md"], lambda f: f.write(md))
-    _atomic_write(paths["html"], lambda f: f.write(html))
+    atomic_write(paths["png"], lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
+    atomic_write(paths["md"], lambda f: f.write(md))
+    atomic_write(paths["html"], lambda f: f.write(html))
     return paths
 
 
-def section_in(report: dict, section: str) -> bool:
-    """Whether ``report`` measured ``section`` (a curve with at least one point)."""
+def section_in(report: dict, section: str, measurements: Sequence[Measurement] | None = None) -> bool:
+    """Whether ``report`` measured the curve ``section`` (at least one point).
+
+    >>> section_in({"pgd_linf": {"epsilon": [0.0], "accuracy": [0.9]}}, "pgd_linf")
+    True
+    """
     part = report.get(section)
-    return isinstance(part, dict) and bool(part.get("accuracy"))
+    if not isinstance(part, dict):
+        return False
+    ms = flatten(default_measurements() if measurements is None else measurements)
+    m = next((m for m in ms if m.name == section), None)
+    curve = m.curve(part) if m is not None else None
+    return curve is not None and bool(curve[1])
 
 
 def main(argv: list[str]) -> int:

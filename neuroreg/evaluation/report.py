@@ -19,9 +19,21 @@ import math
 import numbers
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from neuroreg.evaluation.measurements import (
+    Brain,
+    Corruptions,
+    Decision,
+    Measurement,
+    MinimalPerturbation,
+    flatten,
+)
+from neuroreg.io import atomic_write, umask_mode
 
 REPORT_NAME = "report.json"
 PLOT_NAME = "robustness.png"
@@ -36,37 +48,6 @@ def _to_json(value: Any) -> Any:
     if isinstance(value, numbers.Number):
         return float(value)
     raise TypeError(f"write_report: cannot store a value of type {type(value).__name__} in JSON: {value!r}")
-
-
-def _umask_mode(mode: int) -> int:
-    """``mode`` under the process umask (``tempfile`` creates 0600 files and 0700 directories)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mode & ~mask
-
-
-def _atomic_write(path: Path, write: Any, mode: str = "w") -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, fsync, then ``os.replace``.
-
-    The file gets the permissions of a plainly created one (0666 under the umask). On any
-    exception the temporary file is removed and the exception re-raised; ``path`` is left
-    as it was.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, _umask_mode(0o666))
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> Path:
@@ -99,49 +80,55 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> 
         json.dump(dict(report), f, indent=2, allow_nan=False, default=_to_json)
         f.write("\n")
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return path
 
 
-def _curve(report: Mapping[str, Any], section: str, x_key: str) -> tuple[list[float], list[float]]:
-    """Read ``report[section][x_key]`` and ``report[section]["accuracy"]`` as equal-length lists."""
+def _curve(report: Mapping[str, Any], m: Measurement) -> tuple[list[float], list[float]]:
+    """The curve of measurement ``m`` in ``report``, sorted by x, as equal-length lists."""
+    section = m.name
     if section not in report or not isinstance(report[section], Mapping):
         raise ValueError(
             f"plot_robustness: report needs a mapping under {section!r}, found keys {sorted(report)}"
         )
     part = report[section]
-    for key in (x_key, "accuracy"):
+    for key in (m.axis, "accuracy"):
         if key not in part:
             raise ValueError(
                 f"plot_robustness: report[{section!r}] needs key {key!r}, found keys {sorted(part)}"
             )
-    xs, accs = [float(v) for v in part[x_key]], [float(v) for v in part["accuracy"]]
+    xs, accs = m.curve(part)
     if len(xs) != len(accs):
         raise ValueError(
-            f"plot_robustness: report[{section!r}][{x_key!r}] and ['accuracy'] must have equal "
+            f"plot_robustness: report[{section!r}][{m.axis!r}] and ['accuracy'] must have equal "
             f"lengths, found {len(xs)} and {len(accs)}"
         )
     order = sorted(range(len(xs)), key=xs.__getitem__)
     return [xs[i] for i in order], [accs[i] for i in order]
 
 
-def plot_robustness(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Plot accuracy vs Gaussian-noise σ and vs PGD-L∞ ε into one PNG, atomically.
+def plot_robustness(
+    report: Mapping[str, Any], path: str | os.PathLike[str], measurements: Sequence[Measurement] | None = None
+) -> Path:
+    """Plot accuracy against perturbation size, one panel per curve measurement, into one PNG, atomically.
 
-    Left panel: ``report["gaussian_noise"]["accuracy"]`` against ``["sigma"]``; right
-    panel: ``report["pgd_linf"]["accuracy"]`` against ``["epsilon"]`` (axis in units of
-    1/255). Clean accuracy is drawn as a dashed line in both. Uses matplotlib's Agg
+    The panels are the measurements with ``panel`` set (Gaussian noise σ, PGD L∞ ε with
+    its axis in units of 1/255, PGD L2 ε); ``panel = 2`` ones must be in the report, the
+    others are drawn when measured. A measurement with ``overlay`` (FGSM) is drawn into
+    that panel. Clean accuracy is a dashed line in every panel. Uses matplotlib's Agg
     canvas directly (no pyplot, no global backend change), so it works headless.
 
     Args:
-        report: report dict with the sections above (``clean_accuracy`` optional).
+        report: report dict with those sections (``clean_accuracy`` optional).
         path: output file, e.g. ``<run>/robustness.png``; its directory is created.
+        measurements: the list to read panels from (default:
+            :func:`~neuroreg.evaluation.suite.default_measurements`).
 
     Returns:
         ``Path(path)``.
 
     Raises:
-        ValueError: if a section or key is missing or the lists differ in length.
+        ValueError: if a required section or a key is missing or the lists differ in length.
 
     Example:
         >>> import tempfile, os
@@ -153,48 +140,44 @@ def plot_robustness(report: Mapping[str, Any], path: str | os.PathLike[str]) -> 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from neuroreg.evaluation.suite import default_measurements
+
     if not isinstance(report, Mapping):
         raise ValueError(f"plot_robustness: report must be a mapping (dict), found {type(report).__name__}")
-    sigmas, noise_acc = _curve(report, "gaussian_noise", "sigma")
-    epsilons, pgd_acc = _curve(report, "pgd_linf", "epsilon")
+    ms = default_measurements() if measurements is None else list(measurements)
+    panels = [m for m in ms if m.panel and (m.panel == 2 or m.name in report)]
+    curves = {m.name: _curve(report, m) for m in panels}
     clean = report.get("clean_accuracy")
     path = Path(path)
-    has_l2 = "pgd_l2" in report
 
-    fig = Figure(figsize=(13 if has_l2 else 9, 3.6), layout="constrained")
+    fig = Figure(figsize=(4.3 * len(panels) + 0.4, 3.6), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 3 if has_l2 else 2, sharey=True)
-    ax_noise, ax_pgd = axes[0], axes[1]
-    ax_noise.plot(sigmas, noise_acc, marker="o")
-    ax_noise.set(xlabel="Gaussian noise σ", ylabel="accuracy", title="Gaussian noise")
-    pgd_info = report["pgd_linf"]
-    title = "PGD L∞"
-    if "steps" in pgd_info and "restarts" in pgd_info:
-        title += f" ({pgd_info['steps']} steps, {pgd_info['restarts']} restart(s))"
-    ax_pgd.plot([e * 255 for e in epsilons], pgd_acc, marker="o", color="tab:red")
-    ax_pgd.set(xlabel="ε × 255", title=title)
-    if "fgsm_linf" in report:
-        fe, fa = _curve(report, "fgsm_linf", "epsilon")
-        ax_pgd.plot([e * 255 for e in fe], fa, marker="s", color="tab:orange", label="FGSM")
-    if has_l2:
-        le, la = _curve(report, "pgd_l2", "epsilon")
-        axes[2].plot(le, la, marker="o", color="tab:purple")
-        axes[2].set(xlabel="ε (L2, image units)", title="PGD L2")
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+    for ax, m in zip(axes, panels):
+        xs, accs = curves[m.name]
+        ax.plot([x * m.axis_scale for x in xs], accs, marker="o")
+        scale = "" if m.axis_scale == 1 else f" × {m.axis_scale:g}"
+        ax.set(xlabel=m.axis_label + scale, title=m.title(report[m.name]))
+        for other in ms:
+            if other.overlay == m.name and other.name in report:
+                ox, oa = _curve(report, other)
+                ax.plot([x * other.axis_scale for x in ox], oa, marker="s", label=other.label)
+    axes[0].set_ylabel("accuracy")
     for ax in axes:
         if clean is not None and math.isfinite(float(clean)):
             ax.axhline(float(clean), linestyle="--", color="gray", label="clean")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     if clean is not None:
-        ax_noise.legend(loc="lower left")
+        axes[0].legend(loc="lower left")
 
     fmt = path.suffix.lstrip(".") or "png"
-    _atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=120), mode="wb")
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=120), mode="wb")
     return path
 
 
 def _save(fig: Any, path: Path) -> Path:
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
     return path
 
 
@@ -203,7 +186,7 @@ def plot_corruptions(report: Mapping[str, Any], path: str | os.PathLike[str]) ->
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    per = report["corruptions"]["per_corruption"]
+    per = report[Corruptions.name]["per_corruption"]
     names = list(per)
     sev = per[names[0]]["severity"]
     grid = [[float(a) for a in per[n]["accuracy"]] for n in names]
@@ -216,7 +199,7 @@ def plot_corruptions(report: Mapping[str, Any], path: str | os.PathLike[str]) ->
     for i, row in enumerate(grid):
         for j, v in enumerate(row):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w" if v < 0.6 else "k", fontsize=7)
-    ax.set(xlabel="severity", title=f"corruption accuracy (mean {report['corruptions']['mean_accuracy']:.3f})")
+    ax.set(xlabel="severity", title=f"corruption accuracy (mean {report[Corruptions.name]['mean_accuracy']:.3f})")
     fig.colorbar(im, ax=ax)
     return _save(fig, Path(path))
 
@@ -226,7 +209,7 @@ def plot_minimal_perturbation(report: Mapping[str, Any], path: str | os.PathLike
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    mp = report["minimal_perturbation"]
+    mp = report[MinimalPerturbation.name]
     fig = Figure(figsize=(4.5 * len(mp), 3.4), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(mp), squeeze=False)[0]
@@ -254,8 +237,8 @@ def plot_decision(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Pa
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    dec = report["decision"]
-    white = report.get("minimal_perturbation", {}).get("l2")
+    dec = report[Decision.name]
+    white = report.get(MinimalPerturbation.name, {}).get("l2")
     fig = Figure(figsize=(9 if white else 4.5, 3.4), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2 if white else 1, squeeze=False)[0]
@@ -289,7 +272,7 @@ def plot_brain(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    brain = report["brain"]
+    brain = report[Brain.name]
     layers = brain["layers"]
     fig = Figure(figsize=(max(5, 1.2 * len(layers) + 2), 3.6), layout="constrained")
     FigureCanvasAgg(fig)
@@ -318,27 +301,30 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_outputs(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> Path:
+def write_outputs(
+    report: Mapping[str, Any], out_dir: str | os.PathLike[str], measurements: Sequence[Measurement] | None = None
+) -> Path:
     """Write every plot the report has data for, then ``report.json`` (last, atomically).
 
-    ``robustness.png`` (needs ``gaussian_noise`` and ``pgd_linf``), ``corruptions.png``,
-    ``minimal_perturbation.png``, ``decision.png``, ``brain.png``. NaN values in the ``brain`` section
-    (a neuron set without a usable ceiling) become ``null``. Returns the report path.
+    ``robustness.png`` (:func:`plot_robustness`, when the report has its required
+    panels) and each measured section's own figure (``corruptions.png``,
+    ``minimal_perturbation.png``, ``decision.png``, ``brain.png``: the ``figure`` of each
+    measurement). NaN values of a section whose measurement says ``nan_to_null`` (brain:
+    a neuron set without a usable ceiling) become ``null``. Returns the report path.
     """
+    from neuroreg.evaluation.suite import default_measurements
+
+    ms = list(flatten(default_measurements() if measurements is None else measurements))
     out = Path(out_dir)
     report = dict(report)
-    if "brain" in report:
-        report["brain"] = _json_safe(report["brain"])
-    if "gaussian_noise" in report and "pgd_linf" in report:
-        plot_robustness(report, out / PLOT_NAME)
-    if "corruptions" in report:
-        plot_corruptions(report, out / "corruptions.png")
-    if "minimal_perturbation" in report:
-        plot_minimal_perturbation(report, out / "minimal_perturbation.png")
-    if "decision" in report:
-        plot_decision(report, out / "decision.png")
-    if "brain" in report:
-        plot_brain(report, out / "brain.png")
+    for m in ms:
+        if m.nan_to_null and m.name in report:
+            report[m.name] = _json_safe(report[m.name])
+    if all(m.name in report for m in ms if m.panel == 2):
+        plot_robustness(report, out / PLOT_NAME, ms)
+    for m in ms:
+        if m.figure and m.name in report:
+            m.plot(report, out / m.figure)
     return write_report(report, out)
 
 
@@ -364,7 +350,7 @@ def write_eval_dir(
     final = run_dir / name
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{name}.", suffix=".tmp"))
     try:
-        os.chmod(tmp, _umask_mode(0o777))
+        os.chmod(tmp, umask_mode(0o777))
         for fname, text in (extra or {}).items():
             (tmp / fname).write_text(text)
         write_outputs({**report, "complete": True}, tmp)

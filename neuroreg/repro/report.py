@@ -23,46 +23,49 @@ import csv
 import io
 import json
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from neuroreg.evaluation.compare import t_interval
-
-#: the rows of the headline table, as (label, metric-name prefix); every match is shown
-_HEADLINE = (
-    ("clean", "eval/clean_accuracy"),
-    ("noise", "eval/noise_accuracy_sigma="),
-    ("corruptions (mean)", "eval/mean_corruption_accuracy"),
-    ("relative mCE", "eval/relative_mce"),
-    ("PGD L∞", "eval/pgd_linf_accuracy_eps="),
-    ("PGD L2", "eval/pgd_l2_accuracy_eps="),
-    ("AutoAttack", "eval/autoattack_accuracy"),
-    ("decision-based L2 (median)", "eval/decision_l2_median"),
-    ("minimal L2 (median)", "eval/minimal_l2_median"),
-)
+from neuroreg.evaluation.measurements import Corruptions, Measurement, Sanity, flatten
+from neuroreg.evaluation.suite import default_measurements, metrics
+from neuroreg.io import atomic_write
+from neuroreg.stats import t_interval
 
 
-def metric_label(name: str) -> str:
+def metric_label(name: str, measurements: Sequence[Measurement] | None = None) -> str:
+    """A scalar's name for tables: ``eval/`` dropped, each measurement's ``metric_labels`` applied.
+
+    >>> metric_label("eval/pgd_linf_accuracy_eps=0.0314")
+    'PGD L∞ ε=0.0314'
+    """
     short = name.removeprefix("eval/")
-    for old, new in (("noise_accuracy_sigma=", "noise σ="), ("pgd_linf_accuracy_eps=", "PGD L∞ ε="),
-                     ("pgd_l2_accuracy_eps=", "PGD L2 ε="), ("fgsm_linf_accuracy_eps=", "FGSM L∞ ε=")):
-        short = short.replace(old, new)
+    for m in flatten(default_measurements() if measurements is None else measurements):
+        for old, new in m.metric_labels:
+            short = short.replace(old, new)
     return short
 
 
-def is_headline(name: str) -> bool:
-    if name.endswith(("sigma=0", "eps=0")):
-        return False
-    return any(name == p or (p.endswith("=") and name.startswith(p)) for _, p in _HEADLINE)
+def is_headline(name: str, measurements: Sequence[Measurement] | None = None) -> bool:
+    """Whether a scalar is in the headline table: a measurement's ``headline`` names it,
+    or it starts with one of its prefixes (ending in ``=``) at a strength other than 0.
+
+    >>> is_headline("eval/noise_accuracy_sigma=0.1"), is_headline("eval/noise_accuracy_sigma=0")
+    (True, False)
+    """
+    for m in flatten(default_measurements() if measurements is None else measurements):
+        for p in m.headline:
+            if name == p or (p.endswith("=") and name.startswith(p) and name != p + "0"):
+                return True
+    return False
 
 
 def failed_checks(report: Mapping[str, Any], seed: int) -> list[dict[str, Any]]:
     """The sanity checks ``report`` failed, as ``[{"seed", "check", "detail"}]``."""
     return [{"seed": seed, "check": check, "detail": flag.get("detail", "")}
-            for check, flag in (report.get("sanity") or {}).items() if not flag.get("passed", True)]
+            for check, flag in (report.get(Sanity.name) or {}).items() if not flag.get("passed", True)]
 
 
 def arm_baselines(plan: Mapping[str, Any]) -> dict[str, str | None]:
@@ -127,8 +130,6 @@ def summarize(plan: dict[str, Any]) -> dict[str, Any]:
     Raises:
         FileNotFoundError: an evaluation of the plan has no ``done.json`` (not finished).
     """
-    from neuroreg.evaluation.suite import metrics
-
     per_arm: OrderedDict[str, dict[int, dict[str, float]]] = OrderedDict((a, {}) for a in plan["arms"])
     reports: OrderedDict[str, list[str]] = OrderedDict((a, []) for a in plan["arms"])
     failed: OrderedDict[str, list[dict[str, Any]]] = OrderedDict((a, []) for a in plan["arms"])
@@ -178,7 +179,7 @@ def tables(summary: dict[str, Any]) -> str:
     arms = list(summary["arms"])
     rows = [n for n in summary["metrics"] if is_headline(n)]
     n_seeds = max(len(a["seeds"]) for a in summary["arms"].values())
-    head = f"| metric | " + " | ".join(arms) + " |\n|---|" + "---|" * len(arms) + "\n"
+    head = "| metric | " + " | ".join(arms) + " |\n|---|" + "---|" * len(arms) + "\n"
     md = [f"# {summary['title']} — {summary['scale']}\n",
           f"Mean ± 95 % CI over {n_seeds} seed(s) (t-interval). Accuracies in [0, 1]; "
           "perturbation sizes (medians) in image units.\n", head]
@@ -219,9 +220,8 @@ def plot_corruptions(summary: dict[str, Any], path: Path) -> Path | None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from neuroreg.evaluation.report import _atomic_write
 
-    names = [n for n in summary["metrics"] if n.startswith("eval/corruption/")]
+    names = [n for n in summary["metrics"] if n.startswith(Corruptions.per_corruption)]
     if not names:
         return None
     arms = list(summary["arms"])
@@ -239,14 +239,13 @@ def plot_corruptions(summary: dict[str, Any], path: Path) -> Path | None:
     ax.set(ylabel="accuracy (mean over severities)", ylim=(0, 1.02), title="Common corruptions (mean ± 95% CI over seeds)")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
     return path
 
 
 def write_report(plan: dict[str, Any], out: Path) -> dict[str, Path]:
     """Write every file of the comparison report into ``out`` (see the module docstring)."""
     from neuroreg.evaluation.compare import compare
-    from neuroreg.evaluation.report import _atomic_write
 
     from .stages import write_json
 
@@ -256,10 +255,10 @@ def write_report(plan: dict[str, Any], out: Path) -> dict[str, Path]:
     paths = dict(compare([], out, groups=groups))
     md = tables(summary)
     paths["summary_md"] = out / "summary.md"
-    _atomic_write(paths["summary_md"], lambda f: f.write(md))
+    atomic_write(paths["summary_md"], lambda f: f.write(md))
     text = _csv(summary)
     paths["summary_csv"] = out / "summary.csv"
-    _atomic_write(paths["summary_csv"], lambda f: f.write(text))
+    atomic_write(paths["summary_csv"], lambda f: f.write(text))
     corr = plot_corruptions(summary, out / "corruptions.png")
     if corr:
         paths["corruptions_png"] = corr

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from neuroreg.stats import pearson_columns
+
 
 def _check(pred: np.ndarray, repeats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pred = np.asarray(pred, dtype=np.float64)
@@ -18,37 +20,6 @@ def _check(pred: np.ndarray, repeats: np.ndarray) -> tuple[np.ndarray, np.ndarra
     if repeats.ndim != 3 or pred.ndim != 2 or pred.shape != (repeats.shape[0], repeats.shape[2]):
         raise ValueError(f"metrics: expected pred [M, K] and repeats [M, R, K], found {pred.shape} and {repeats.shape}")
     return pred, repeats
-
-
-def correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson correlation per column over the rows where both are finite.
-
-    ``ρ_k = Σ_i (x_ik − x̄_k)(y_ik − ȳ_k) / sqrt(Σ_i (x_ik − x̄_k)² · Σ_i (y_ik − ȳ_k)²)``
-    with the sums and means over rows ``i`` where ``x_ik`` and ``y_ik`` are finite.
-
-    Args:
-        x, y: ``[N, K]``.
-
-    Returns:
-        ``[K]``; NaN where fewer than 2 valid rows or a constant column.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if x.shape != y.shape or x.ndim != 2:
-        raise ValueError(f"correlation: expected two [N, K] arrays of equal shape, found {x.shape} and {y.shape}")
-    valid = np.isfinite(x) & np.isfinite(y)
-    n = valid.sum(axis=0)
-    xs = np.where(valid, x, 0.0)
-    ys = np.where(valid, y, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mx = xs.sum(0) / n
-        my = ys.sum(0) / n
-        dx = np.where(valid, x - mx, 0.0)
-        dy = np.where(valid, y - my, 0.0)
-        den = np.sqrt((dx**2).sum(0) * (dy**2).sum(0))
-        r = (dx * dy).sum(0) / den
-    r[(n < 2) | ~(den > 0)] = np.nan
-    return r
 
 
 def single_trial_correlation(pred: np.ndarray, repeats: np.ndarray) -> np.ndarray:
@@ -59,7 +30,7 @@ def single_trial_correlation(pred: np.ndarray, repeats: np.ndarray) -> np.ndarra
     """
     pred, repeats = _check(pred, repeats)
     m, r, k = repeats.shape
-    return correlation(np.broadcast_to(pred[:, None], repeats.shape).reshape(m * r, k), repeats.reshape(m * r, k))
+    return pearson_columns(np.broadcast_to(pred[:, None], repeats.shape).reshape(m * r, k), repeats.reshape(m * r, k))
 
 
 def repeat_mean(repeats: np.ndarray) -> np.ndarray:
@@ -74,7 +45,7 @@ def repeat_mean(repeats: np.ndarray) -> np.ndarray:
 def average_correlation(pred: np.ndarray, repeats: np.ndarray) -> np.ndarray:
     """Correlation with the repeat-averaged response: ``ρ_k = corr_m(ŷ_mk, ȳ_mk)``, ``ȳ_mk = mean_r y_mrk``."""
     pred, repeats = _check(pred, repeats)
-    return correlation(pred, repeat_mean(repeats))
+    return pearson_columns(pred, repeat_mean(repeats))
 
 
 def oracle_correlation(repeats: np.ndarray) -> np.ndarray:
@@ -93,7 +64,7 @@ def oracle_correlation(repeats: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         loo = np.where(valid & (count >= 2), (total - np.where(valid, repeats, 0.0)) / (count - 1), np.nan)
     m, r, k = repeats.shape
-    return correlation(loo.reshape(m * r, k), repeats.reshape(m * r, k))
+    return pearson_columns(loo.reshape(m * r, k), repeats.reshape(m * r, k))
 
 
 def fev(pred: np.ndarray, repeats: np.ndarray) -> np.ndarray:
