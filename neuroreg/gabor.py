@@ -252,7 +252,7 @@ class GaborParams:
         """Envelope sigma along the stripes, ``ny / sf`` (degrees), ``[n]``."""
         return self.ny / self.sf
 
-    def subset(self, index) -> "GaborParams":
+    def subset(self, index) -> GaborParams:
         """Parameters of the neurons selected by ``index`` (any numpy index)."""
         return GaborParams(*(getattr(self, name)[index] for name in _PARAM_FIELDS))
 

@@ -14,19 +14,19 @@ def make_recording(n_images=6, n_neurons=4, repeats=(1, 2, 3, 1, 2, 1), tiers=No
     trial_image = np.repeat(np.arange(n_images), repeats)
     if tiers is None:
         tiers = np.where(trial_image < n_images - 2, "train", "test")
-    kwargs = dict(
-        images=rng.integers(0, 256, size=(n_images, 1, 8, 8), dtype=np.uint8),
-        image_ids=np.arange(100, 100 + n_images),
-        responses=rng.poisson(2.0, size=(len(trial_image), n_neurons)).astype(np.float32),
-        trial_image=trial_image,
-        trial_tier=tiers,
-        neurons={"ids": np.arange(n_neurons), "area": np.array(["V1"] * n_neurons)},
-        species="mouse",
-        area="V1",
-        response_unit="spikes",
-        pixels_per_degree=0.5,
-        source="test",
-    )
+    kwargs = {
+        "images": rng.integers(0, 256, size=(n_images, 1, 8, 8), dtype=np.uint8),
+        "image_ids": np.arange(100, 100 + n_images),
+        "responses": rng.poisson(2.0, size=(len(trial_image), n_neurons)).astype(np.float32),
+        "trial_image": trial_image,
+        "trial_tier": tiers,
+        "neurons": {"ids": np.arange(n_neurons), "area": np.array(["V1"] * n_neurons)},
+        "species": "mouse",
+        "area": "V1",
+        "response_unit": "spikes",
+        "pixels_per_degree": 0.5,
+        "source": "test",
+    }
     kwargs.update(overrides)
     return NeuralRecording(**kwargs)
 

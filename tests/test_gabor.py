@@ -8,7 +8,6 @@ from scipy import stats
 
 from neuroreg.gabor import (
     MACAQUE_V1,
-    MOUSE_V1,
     GaborParams,
     ReceptiveFieldPreset,
     gabor_kernels,

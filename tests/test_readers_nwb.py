@@ -7,8 +7,8 @@ import pytest
 
 pynwb = pytest.importorskip("pynwb")
 
-from neuroreg.data.readers._common import ReaderError
-from neuroreg.data.readers.nwb import read_nwb
+from neuroreg.data.readers._common import ReaderError  # noqa: E402 (after importorskip)
+from neuroreg.data.readers.nwb import read_nwb  # noqa: E402
 
 RATE = 30.0
 IDX = np.array([0, 1, 2, -1, 0, 1, 2, 0, 1, 2])
@@ -63,7 +63,7 @@ def _nwbfile(with_index_series=True, with_trials=False, rois=True, units=False, 
         region = ps.create_roi_table_region("all", region=list(range(4)))
         module.add(DfOverF(RoiResponseSeries(name="dff", data=trace, rois=region, unit="1", rate=RATE)))
     if units:
-        for k in range(3):
+        for _ in range(3):
             nwb.add_unit(spike_times=np.sort(rng.uniform(0, 7, 200)))
     return nwb, pix, trace
 

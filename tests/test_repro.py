@@ -3,9 +3,6 @@
 import csv
 import json
 import os
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 

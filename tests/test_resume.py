@@ -197,7 +197,7 @@ def test_resumable_loader_continues_mid_epoch_without_touching_the_global_random
     again.load_state_dict(saved)
     assert [b[0].tolist() for b in again] == rest
     assert again.state_dict() == {"epoch": 4, "batch": 4}
-    assert len([b for b in again]) == 4  # the next iteration is a whole epoch again
+    assert len(list(again)) == 4  # the next iteration is a whole epoch again
     with pytest.raises(ValueError, match="expected a batch in"):
         again.load_state_dict({"epoch": 4, "batch": 9})
     with pytest.raises(ValueError, match="expected keys"):

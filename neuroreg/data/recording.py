@@ -244,7 +244,7 @@ class NeuralRecording:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "NeuralRecording":
+    def load(cls, path: str | os.PathLike) -> NeuralRecording:
         """Read and validate a recording written by :meth:`save`.
 
         Raises:

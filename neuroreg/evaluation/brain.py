@@ -171,13 +171,10 @@ def cka_score(features: np.ndarray, responses: np.ndarray) -> float:
 
 def match_images(images: np.ndarray, channels: int, size: int) -> Tensor:
     """Recording stimuli ``[N, C, H, W]`` in [0, 1] → ``channels`` (grey ↔ RGB) and ``size`` (bilinear)."""
-    x = torch.as_tensor(np.asarray(images, dtype=np.float32))
-    if x.shape[1] == 1 and channels == 3:
-        x = x.expand(-1, 3, -1, -1)
-    elif x.shape[1] == 3 and channels == 1:
-        x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    if tuple(x.shape[-2:]) != (size, size):
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    from neuroreg.imageops import resize, to_channels
+
+    x = to_channels(torch.as_tensor(np.asarray(images, dtype=np.float32)), channels)
+    x = resize(x, (size, size))
     return x.clamp(0, 1).contiguous()
 
 
@@ -195,17 +192,17 @@ def layer_activations(
 
     module = module if module is not None else getattr(model, "backbone", model)
     taps = FeatureTaps(module, list(layers))
-    out: dict[str, list[np.ndarray]] = {l: [] for l in layers}
+    out: dict[str, list[np.ndarray]] = {name: [] for name in layers}
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     try:
         for start in range(0, len(images), batch_size):
             with taps.capture() as feats:
                 model(images[start : start + batch_size].to(device))
-            for l in layers:
-                out[l].append(feats[l].flatten(1).double().cpu().numpy())
+            for name in layers:
+                out[name].append(feats[name].flatten(1).double().cpu().numpy())
     finally:
         taps.remove()
-    return {l: np.concatenate(v) for l, v in out.items()}
+    return {name: np.concatenate(v) for name, v in out.items()}
 
 
 def brain_similarity(
@@ -263,12 +260,12 @@ def brain_similarity(
     out: dict[str, Any] = {"layers": list(layers), "tier": tier, "n_images": len(image_index),
                            "n_neurons": int(reps.shape[2])}
     for method in ("ridge", "pls"):
-        res = [neural_predictivity(acts[l], reps, method=method, n_folds=n_folds, seed=seed) for l in layers]
+        res = [neural_predictivity(acts[name], reps, method=method, n_folds=n_folds, seed=seed) for name in layers]
         out[method] = {
             "score": [r["score"] for r in res],
             "raw_median_r": [r["raw_median_r"] for r in res],
             "ceiling_median": res[0]["ceiling_median"],
         }
-    out["rsa"] = [rsa_score(acts[l], mean) for l in layers]
-    out["cka"] = [cka_score(acts[l], mean) for l in layers]
+    out["rsa"] = [rsa_score(acts[name], mean) for name in layers]
+    out["cka"] = [cka_score(acts[name], mean) for name in layers]
     return out

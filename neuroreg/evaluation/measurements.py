@@ -319,7 +319,7 @@ class GaussianNoise(Measurement):
         accs = []
         for sigma in ctx.budget.noise_sigmas:
             g = ctx.gen(1)  # common random numbers across σ
-            accs.append(ctx.accuracy(lambda x, y: gaussian_noise(x, sigma, generator=g)))
+            accs.append(ctx.accuracy(lambda x, y, sigma=sigma, g=g: gaussian_noise(x, sigma, generator=g)))
         return {"sigma": list(ctx.budget.noise_sigmas), "accuracy": accs}
 
     def scalars(self, section: Mapping[str, Any]) -> dict[str, float]:
@@ -388,7 +388,7 @@ class Corruptions(Measurement):
             accs = []
             for s in ctx.budget.severities:
                 g = ctx.gen(100 + j)
-                accs.append(ctx.accuracy(lambda x, y: corrupt(x, name, s, generator=g)))
+                accs.append(ctx.accuracy(lambda x, y, name=name, s=s, g=g: corrupt(x, name, s, generator=g)))
             per[name] = {"severity": list(ctx.budget.severities), "accuracy": accs}
         section = {"per_corruption": per, "mean_accuracy": float(np.mean([np.mean(p["accuracy"]) for p in per.values()]))}
         if ctx.baseline is not None:

@@ -106,8 +106,8 @@ class Stage:
     kind: str
     key: str
     folder: Path
-    run: Callable[["Stage"], dict[str, Any]]
-    deps: Sequence["Stage"] = field(default_factory=tuple)
+    run: Callable[[Stage], dict[str, Any]]
+    deps: Sequence[Stage] = field(default_factory=tuple)
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -193,7 +193,7 @@ class Heartbeat:
             except OSError:
                 return
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self._thread.start()
         return self
 

@@ -106,7 +106,7 @@ class TargetSet:
             raise TargetSetError(f"{path}: not a readable HDF5 file ({err})") from err
 
     @classmethod
-    def load(cls, path: str | os.PathLike, expected_key: str | None = None) -> "TargetSet":
+    def load(cls, path: str | os.PathLike, expected_key: str | None = None) -> TargetSet:
         """Read a TargetSet; refuse it if its key is not ``expected_key`` (when given)."""
         header = cls.read_header(path)
         if expected_key is not None and header["key"] != expected_key:

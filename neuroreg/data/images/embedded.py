@@ -91,7 +91,7 @@ class ClutteredDigits(ImageData):
 
     Example:
         >>> images = ClutteredDigits(seed=0)
-        >>> images.split("train").images.shape            # doctest: +SKIP
+        >>> images.split("train").images.shape
         (1168, 3, 32, 32)
     """
 
