@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from .hdf5 import open_hdf5
-from .recording import SCHEMA_VERSION, TIERS, RecordingError, _string_array
+from .recording import SCHEMA_VERSION, TIERS, RecordingError, string_array
 
 _REQUIRED = ("images", "image_ids", "responses", "trial_image", "trial_tier")
 
@@ -131,14 +131,14 @@ class LazyRecording:
             self.close()
             raise RecordingError(f"{self.path}: attribute 'schema_version': expected {SCHEMA_VERSION}, found {version}")
         ids = f["image_ids"][()]
-        self.image_ids = _string_array(ids) if ids.dtype.kind in "OS" else ids.astype(np.int64)
+        self.image_ids = string_array(ids) if ids.dtype.kind in "OS" else ids.astype(np.int64)
         self.trial_image = f["trial_image"][()].astype(np.int64)
-        self.trial_tier = _string_array(f["trial_tier"][()])
+        self.trial_tier = string_array(f["trial_tier"][()])
         self.neurons = {}
         if "neurons" in f:
             for key in f["neurons"]:
                 v = f["neurons"][key][()]
-                self.neurons[key] = _string_array(v) if v.dtype.kind in "OS" else v
+                self.neurons[key] = string_array(v) if v.dtype.kind in "OS" else v
         for attr in ("species", "area", "response_unit", "source", "citation", "license"):
             setattr(self, attr, str(f.attrs.get(attr, "")))
         self.pixels_per_degree = float(f.attrs.get("pixels_per_degree", np.nan))

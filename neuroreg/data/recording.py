@@ -39,7 +39,7 @@ class RecordingError(ValueError):
     """A NeuralRecording (in memory or on disk) breaks the format contract."""
 
 
-def _string_array(values) -> np.ndarray:
+def string_array(values) -> np.ndarray:
     return np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(values).ravel()], dtype=object)
 
 
@@ -81,10 +81,10 @@ class NeuralRecording:
     def __post_init__(self) -> None:
         self.images = np.asarray(self.images)
         ids = np.asarray(self.image_ids)
-        self.image_ids = ids.astype(np.int64) if ids.dtype.kind in "iu" else _string_array(ids)
+        self.image_ids = ids.astype(np.int64) if ids.dtype.kind in "iu" else string_array(ids)
         self.responses = np.asarray(self.responses, dtype=np.float32)
         self.trial_image = np.asarray(self.trial_image)
-        self.trial_tier = _string_array(self.trial_tier)
+        self.trial_tier = string_array(self.trial_tier)
         self.neurons = {k: np.asarray(v) for k, v in self.neurons.items()}
         self.pixels_per_degree = float(self.pixels_per_degree)
         self.validate()
@@ -235,7 +235,7 @@ class NeuralRecording:
                 g = f.create_group("neurons")
                 for key, values in self.neurons.items():
                     if values.dtype.kind in "OUS":
-                        g.create_dataset(key, data=_string_array(values).astype(str).tolist(), dtype=str_dt)
+                        g.create_dataset(key, data=string_array(values).astype(str).tolist(), dtype=str_dt)
                     else:
                         g.create_dataset(key, data=values)
                 for attr in _ATTRS:
@@ -267,10 +267,10 @@ class NeuralRecording:
             if "neurons" in f:
                 for key in f["neurons"]:
                     values = f["neurons"][key][()]
-                    neurons[key] = _string_array(values) if values.dtype.kind in "OS" else values
+                    neurons[key] = string_array(values) if values.dtype.kind in "OS" else values
             return cls(
                 images=f["images"][()],
-                image_ids=_string_array(ids) if ids.dtype.kind in "OS" else ids,
+                image_ids=string_array(ids) if ids.dtype.kind in "OS" else ids,
                 responses=f["responses"][()],
                 trial_image=f["trial_image"][()],
                 trial_tier=f["trial_tier"][()],

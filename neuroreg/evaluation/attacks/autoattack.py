@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from neuroreg.evaluation.attacks.base import _aa_norm, _validate
+from neuroreg.evaluation.attacks.base import autoattack_norm, validate_attack
 
 
 def autoattack(
@@ -53,7 +53,7 @@ def autoattack(
     from pyautoattack import AutoAttack
 
     eps = float(eps)
-    _validate(x, y, eps, 1, None, norm, 1, max(1, int(eot_samples)))
+    validate_attack(x, y, eps, 1, None, norm, 1, max(1, int(eot_samples)))
     if version not in ("standard", "rand"):
         raise ValueError(f"autoattack: version must be 'standard' or 'rand', found {version!r}")
     x = x.detach().clone()
@@ -65,14 +65,14 @@ def autoattack(
             n_classes = int(model(x[:1]).shape[1])
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), torch.inference_mode(False):
         if n_classes < 4 and version == "standard":  # the targeted DLR loss needs >= 4 classes
-            aa = AutoAttack(model, norm=_aa_norm(norm), eps=eps, version="custom", seed=seed, device=x.device,
+            aa = AutoAttack(model, norm=autoattack_norm(norm), eps=eps, version="custom", seed=seed, device=x.device,
                             attacks=["apgd-ce", "fab-t", "square"])
             aa.square.n_queries = 5000
         elif n_classes < 3 and version == "rand":  # the DLR loss needs >= 3 classes
-            aa = AutoAttack(model, norm=_aa_norm(norm), eps=eps, version="custom", seed=seed, device=x.device,
+            aa = AutoAttack(model, norm=autoattack_norm(norm), eps=eps, version="custom", seed=seed, device=x.device,
                             attacks=["apgd-ce"])
         else:
-            aa = AutoAttack(model, norm=_aa_norm(norm), eps=eps, version=version, seed=seed, device=x.device)
+            aa = AutoAttack(model, norm=autoattack_norm(norm), eps=eps, version=version, seed=seed, device=x.device)
         aa.verbose = False
         targets = max(1, min(9, n_classes - 1))
         aa.apgd_targeted.n_target_classes = targets

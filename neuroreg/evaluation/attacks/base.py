@@ -15,7 +15,7 @@ from torch import Tensor
 NORMS = ("linf", "l2")
 
 
-def _per_example_l2(t: Tensor) -> Tensor:
+def per_example_l2(t: Tensor) -> Tensor:
     """L2 norm of each example of ``t [batch, ...]``, shaped ``[batch, 1, ..., 1]`` for broadcasting."""
     return t.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (t.dim() - 1)))
 
@@ -28,7 +28,7 @@ def _check_eot(eot_samples: int) -> None:
         raise ValueError(f"pgd: eot_samples must be an integer >= 1, found {eot_samples!r}")
 
 
-def _validate(
+def validate_attack(
     x: Tensor, y: Tensor, eps: float, steps: int, step_size: float | None, norm: str, restarts: int,
     eot_samples: int = 1, schedule: str = "constant",
 ) -> None:
@@ -80,7 +80,7 @@ def _loss_and_wrong(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return F.cross_entropy(logits.float(), y, reduction="none"), logits.argmax(dim=1) != y
 
 
-def _expected_loss(
+def expected_loss(
     model: Callable[[Tensor], Tensor], x_in: Tensor, y: Tensor, samples: int, need_grad: bool
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Mean CE ``[B]``, misclassified flags ``[B]`` (argmax of mean softmax) and the mean
@@ -102,7 +102,7 @@ def _expected_loss(
     return loss_sum / samples, wrong, None if grad is None else grad / samples
 
 
-def _aa_norm(norm: str) -> str:
+def autoattack_norm(norm: str) -> str:
     if norm not in NORMS:
         raise ValueError(f"autoattack: norm must be one of {NORMS}, found {norm!r}")
     return {"linf": "Linf", "l2": "L2"}[norm]

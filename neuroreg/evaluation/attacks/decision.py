@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from neuroreg.evaluation.attacks.base import _validate
+from neuroreg.evaluation.attacks.base import validate_attack
 
 
 class DecisionResult(NamedTuple):
@@ -102,7 +102,7 @@ def hop_skip_jump(
         torch.Size([4])
     """
     try:
-        _validate(x, y, 0.0, 0, None, "l2", 1, eot_samples)
+        validate_attack(x, y, 0.0, 0, None, "l2", 1, eot_samples)
     except ValueError as err:
         raise ValueError(str(err).replace("pgd:", "hop_skip_jump:", 1)) from None
     _check_positive_int("max_queries", max_queries, 1)

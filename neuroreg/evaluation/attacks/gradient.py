@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from neuroreg.evaluation.attacks.base import _expected_loss, _per_example_l2, _validate
+from neuroreg.evaluation.attacks.base import expected_loss, per_example_l2, validate_attack
 
 
 def _random_start(x: Tensor, eps: Tensor, norm: str, generator: torch.Generator | None) -> Tensor:
@@ -24,7 +24,7 @@ def _random_start(x: Tensor, eps: Tensor, norm: str, generator: torch.Generator 
     # l2: direction uniform on the sphere, radius eps * U^(1/d) (uniform in the ball)
     d = x[0].numel()
     direction = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
-    direction = direction / _per_example_l2(direction).clamp_min(1e-12)
+    direction = direction / per_example_l2(direction).clamp_min(1e-12)
     radius = torch.rand((x.shape[0],), generator=generator, device=device, dtype=x.dtype).pow(1.0 / d)
     return (direction * radius.view(-1, *([1] * (x.dim() - 1)))).to(x.device) * eps
 
@@ -37,7 +37,7 @@ def _ascent_step(grad: Tensor, step_size: Tensor, norm: str) -> Tensor:
     """
     if norm == "linf":
         return step_size * grad.sign()
-    return step_size * grad / _per_example_l2(grad).clamp_min(1e-12)
+    return step_size * grad / per_example_l2(grad).clamp_min(1e-12)
 
 
 def _project(delta: Tensor, x: Tensor, eps: Tensor, norm: str) -> Tensor:
@@ -48,7 +48,7 @@ def _project(delta: Tensor, x: Tensor, eps: Tensor, norm: str) -> Tensor:
     if norm == "linf":
         delta = torch.maximum(torch.minimum(delta, eps), -eps)
     else:
-        scale = (eps / _per_example_l2(delta).clamp_min(1e-12)).clamp(max=1.0)
+        scale = (eps / per_example_l2(delta).clamp_min(1e-12)).clamp(max=1.0)
         delta = delta * scale
     return (x + delta).clamp(0.0, 1.0) - x
 
@@ -128,7 +128,7 @@ def pgd(
         >>> x_adv = pgd(model, x, y, eps=8 / 255, generator=torch.Generator().manual_seed(0))
     """
     eps = float(eps)
-    _validate(x, y, eps, steps, step_size, norm, restarts, eot_samples, schedule)
+    validate_attack(x, y, eps, steps, step_size, norm, restarts, eot_samples, schedule)
     with torch.inference_mode(False), torch.enable_grad():
         x = x.detach().clone()
         y = y.detach().clone().long()
@@ -136,10 +136,10 @@ def pgd(
             return x
         eps_t = torch.full((x.shape[0],), eps, device=x.device, dtype=x.dtype)
         alpha = None if step_size is None else torch.full_like(eps_t, float(step_size))
-        return _pgd_core(model, x, y, eps_t, steps, alpha, norm, random_start, restarts, generator, eot_samples, schedule)
+        return pgd_core(model, x, y, eps_t, steps, alpha, norm, random_start, restarts, generator, eot_samples, schedule)
 
 
-def _pgd_core(
+def pgd_core(
     model: Callable[[Tensor], Tensor],
     x: Tensor,
     y: Tensor,
@@ -175,7 +175,7 @@ def _pgd_core(
         else:
             delta = torch.zeros_like(x)
         for k in range(steps + 1):
-            loss, wrong, grad = _expected_loss(model, x + delta, y, eot_samples, need_grad=k < steps)
+            loss, wrong, grad = expected_loss(model, x + delta, y, eot_samples, need_grad=k < steps)
             consider((x + delta).detach(), loss, wrong)
             if k == steps:
                 break

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from neuroreg.evaluation.attacks.base import _expected_loss, _validate
-from neuroreg.evaluation.attacks.gradient import _pgd_core
+from neuroreg.evaluation.attacks.base import expected_loss, validate_attack
+from neuroreg.evaluation.attacks.gradient import pgd_core
 
 
 def minimal_epsilon(
@@ -56,7 +56,7 @@ def minimal_epsilon(
         torch.Size([4])
     """
     eps_max = float(eps_max)
-    _validate(x, y, eps_max, steps, None, norm, restarts, eot_samples)
+    validate_attack(x, y, eps_max, steps, None, norm, restarts, eot_samples)
     if isinstance(search_steps, bool) or not isinstance(search_steps, int) or search_steps < 1:
         raise ValueError(f"minimal_epsilon: search_steps must be an integer >= 1, found {search_steps!r}")
     with torch.inference_mode(False), torch.enable_grad():
@@ -68,15 +68,15 @@ def minimal_epsilon(
             return out
 
         def flips(eps: Tensor, idx: Tensor) -> Tensor:
-            adv = _pgd_core(
+            adv = pgd_core(
                 model, x[idx], y[idx], eps.to(x.dtype), steps, None, norm, random_start, restarts,
                 generator, eot_samples,
             )
             with torch.no_grad():
-                return _expected_loss(model, adv, y[idx], eot_samples, need_grad=False)[1]
+                return expected_loss(model, adv, y[idx], eot_samples, need_grad=False)[1]
 
         with torch.no_grad():
-            clean_wrong = _expected_loss(model, x, y, eot_samples, need_grad=False)[1]
+            clean_wrong = expected_loss(model, x, y, eot_samples, need_grad=False)[1]
         todo = torch.nonzero(~clean_wrong).flatten()
         if todo.numel() == 0:
             return out

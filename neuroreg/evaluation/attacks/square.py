@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from neuroreg.evaluation.attacks.base import _aa_norm, _validate
+from neuroreg.evaluation.attacks.base import autoattack_norm, validate_attack
 
 
 def square_attack(
@@ -37,14 +37,14 @@ def square_attack(
     from pyautoattack.square import SquareAttack
 
     eps = float(eps)
-    _validate(x, y, eps, 1, None, norm, 1)
+    validate_attack(x, y, eps, 1, None, norm, 1)
     x = x.detach().clone()
     y = y.detach().clone().long()
     if eps == 0 or x.shape[0] == 0:
         return x
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), torch.no_grad():
         attack = SquareAttack(
-            model, norm=_aa_norm(norm), n_queries=int(n_queries), eps=eps, p_init=0.8, n_restarts=1,
+            model, norm=autoattack_norm(norm), n_queries=int(n_queries), eps=eps, p_init=0.8, n_restarts=1,
             seed=seed, verbose=False, device=x.device, resc_schedule=False,
         )
         return attack.perturb(x, y).detach().clamp(0, 1)
