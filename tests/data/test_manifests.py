@@ -18,7 +18,7 @@ from neuroreg.data.manifests import (
     parse_manifest,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = sorted((ROOT / "data_manifests").glob("*.yaml"))
 
 

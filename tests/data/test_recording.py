@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from neuroreg.data.recording import NeuralRecording, RecordingError
-from tests.conftest import make_recording
+from conftest import make_recording
 
 
 def test_roundtrip_preserves_every_field(tmp_path, recording):

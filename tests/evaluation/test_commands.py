@@ -7,37 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from neuroreg.cli import main
 
-MODEL = {
-    "class_path": "neuroreg.models.classifier.RegularizedClassifier",
-    "init_args": {
-        "backbone": {"class_path": "neuroreg.models.backbones.SmallResNet", "init_args": {"in_channels": 1, "widths": [4, 8]}},
-        "mean": [0.3], "std": [0.32],
-    },
-}
-DATA = {
-    "class_path": "neuroreg.data.datamodules.RegularizedDataModule",
-    "init_args": {"images": {"class_path": "neuroreg.data.images.Digits", "init_args": {"size": 32}}, "eval_batch_size": 64},
-}
-
-
-def make_run(run: Path, num_classes: int = 10, seed: int = 0) -> Path:
-    """A run directory with config.yaml and an (untrained) checkpoint, as the Lightning CLI leaves it."""
-    from neuroreg.models.backbones import SmallResNet
-    from neuroreg.models.classifier import RegularizedClassifier
-
-    run.mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump({"seed_everything": seed, "model": MODEL, "data": DATA}))
-    torch.manual_seed(seed)
-    model = RegularizedClassifier(SmallResNet(in_channels=1, widths=[4, 8]), num_classes=num_classes, mean=[0.3], std=[0.32])
-    ckpt = run / "checkpoints" / "last.ckpt"
-    ckpt.parent.mkdir()
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {"num_classes": num_classes}}, ckpt)
-    return ckpt
-
+from _runs import make_run
 
 def test_eval_writes_complete_report_and_compare_overlays(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ckpts = [make_run(tmp_path / f"run{s}", seed=s) for s in (0, 1)]

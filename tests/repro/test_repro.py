@@ -16,7 +16,7 @@ from neuroreg.repro.recipe import RecipeError, list_recipes, load_recipe
 from neuroreg.repro.runner import plan, run_stages
 from neuroreg.repro.stages import Stage, config_digest, content_key
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 BASE = """
 seed_everything: 0

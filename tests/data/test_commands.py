@@ -28,7 +28,7 @@ def npz_bytes(n=6, k=3, seed=0):
 
 
 PAYLOAD = npz_bytes()
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_manifest(folder, url, sha256=None, non_commercial=True, name="toyset"):
@@ -175,7 +175,7 @@ def test_convert_pickle_needs_trust_without_confirmed_sha256(tmp_path, capsys):
 
 
 def test_sensorium_manifest_end_to_end(tmp_path, capsys):
-    from test_readers_sensorium import tree, write_zip
+    from _sensorium import tree, write_zip
 
     files, *_ = tree(zero_test=True)
     zpath = write_zip(tmp_path / "s.zip", files)

@@ -15,7 +15,7 @@ from neuroreg.targets.format import TargetSet, TargetSetError, TargetSetStream
 from neuroreg.targets.twin import TwinTargets
 from neuroreg.targets.writer import TargetSetWriter
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TWIN = ROOT / "experiments" / "twin" / "sim_mouse_v1.yaml"
 SMALL = [
     "--data.init_args.recording.init_args.population.init_args.n_neurons=7",

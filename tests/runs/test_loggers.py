@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_eval_cli import MODEL  # the same tiny classifier
+from _runs import MODEL  # the same tiny classifier
 
 from neuroreg.cli import main
 from neuroreg.runs.loggers import RECORD_NAME, CsvTarget, WandbTarget, resolve_targets
@@ -106,7 +106,7 @@ def test_eval_appends_to_the_runs_csv_version_and_resumes_its_wandb_run(
 
 
 def test_bad_record_is_an_error_before_anything_is_written(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from test_eval_cli import make_run
+    from _runs import make_run
 
     ckpt = make_run(tmp_path / "run")
     (tmp_path / "run" / RECORD_NAME).write_text('{"schema": 1, "loggers": [{"name": "x"}]}')
