@@ -184,6 +184,11 @@ def test_unknown_layer_is_reported_and_exits_nonzero(tmp_path):
 
 
 def test_wandb_logger_offline(tmp_path, monkeypatch):
+    import wandb
+
+    # wandb reads its environment once per process session: end any session an earlier
+    # test started (with WANDB_MODE=disabled) so this one starts offline
+    wandb.teardown()
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     main([
