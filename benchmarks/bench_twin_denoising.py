@@ -36,6 +36,7 @@ def main() -> None:
     from neuroreg.data.datamodules import NeuralDataModule
     from neuroreg.data.recording_sources import SimulatedRecording
     from neuroreg.data.simulated import V1Population
+    from neuroreg.io import load_checkpoint
     from neuroreg.stats import pearson_columns
     from neuroreg.twin import metrics
     from neuroreg.twin.cores import Stacked2dCore
@@ -94,7 +95,7 @@ def main() -> None:
     t0 = time.perf_counter()
     trainer.fit(twin, datamodule=dm)
     fit_s = time.perf_counter() - t0
-    twin.load_state_dict(torch.load(ckpt.best_model_path, map_location="cpu")["state_dict"])
+    twin.load_state_dict(load_checkpoint(ckpt.best_model_path)["state_dict"])
     twin.eval()
 
     index, reps = rec.repeats("test")  # [100], [100, 10, K]

@@ -38,6 +38,7 @@ from jsonargparse import Path as ArgPath
 from jsonargparse.typing import PositiveInt
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
+from .io import CheckpointError, load_checkpoint
 from .runs.resume import plan_resume
 
 #: top-level config key listing the configs a config starts from
@@ -154,6 +155,11 @@ class NeuroregCLI(LightningCLI):
     - ``--save_last_every_n_steps`` (default ``null``): also write ``last.ckpt`` every
       N optimizer steps, so a resumed fit loses less than an epoch (exactly resumable
       as well); ``null`` writes it at epoch ends only.
+
+    Every subcommand loads its checkpoint (``--ckpt_path``, or the one a fit resumes from)
+    weights-only (:func:`neuroreg.io.load_checkpoint`): the file is checked when the
+    arguments are parsed (before Lightning reads its hyper-parameters), and Lightning runs
+    with ``weights_only=True``; ``--weights_only=false`` is refused.
     """
 
     def init_parser(self, **kwargs) -> LightningArgumentParser:
@@ -187,6 +193,45 @@ class NeuroregCLI(LightningCLI):
 
         self.trainer.callbacks.append(RecordLoggers())
         self._resume_plan.before_fit(self.trainer, self.config_init["fit"])
+        self._load_weights_only()
+
+    def before_validate(self) -> None:
+        self._load_weights_only()
+
+    def before_test(self) -> None:
+        self._load_weights_only()
+
+    def before_predict(self) -> None:
+        self._load_weights_only()
+
+    def parse_arguments(self, parser, args) -> None:
+        """Parse as LightningCLI does, then refuse ``--weights_only=false`` and a ``--ckpt_path``
+        that holds more than plain data, before Lightning reads the file's hyper-parameters.
+
+        Raises:
+            CheckpointError: the message names the option or the file and what it asked for.
+        """
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        args = self.config[subcommand]
+        if args.get("weights_only") is False:
+            raise CheckpointError("--weights_only: expected true or null, found false; neuroreg loads every checkpoint "
+                                  "weights-only, so that a file cannot run code")
+        ckpt = args.get("ckpt_path")
+        if ckpt and Path(ckpt).is_file():  # not one of Lightning's keywords ("last", "best", ...)
+            load_checkpoint(ckpt, mmap=True)
+
+    def _load_weights_only(self) -> None:
+        """Have Lightning load the checkpoint weights-only (``--weights_only`` left ``null`` means
+        torch's default, which an environment variable can turn off); for ``fit``, also check
+        the checkpoint a resumed run continues from."""
+        args = self.config_init[self.subcommand]
+        args["weights_only"] = True
+        ckpt = args.get("ckpt_path")
+        if self.subcommand == "fit" and ckpt and Path(ckpt).is_file():
+            load_checkpoint(ckpt, mmap=True)
 
     def after_fit(self) -> None:
         """Mark the run complete when the fit ended normally."""
@@ -223,7 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in TOOLS:
         return int(importlib.import_module(TOOLS[argv[0]]).main(argv[1:]) or 0)
-    run_cli(argv)
+    try:
+        run_cli(argv)
+    except CheckpointError as err:
+        print(f"neuroreg: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,4 +1,4 @@
-"""File helpers shared by every package: atomic writes and file hashing.
+"""File helpers shared by every package: atomic writes, file hashing, safe checkpoint loading.
 
 A file neuroreg writes (a report, a recording, a TargetSet, a lock file, a status file) is
 written to a temporary file in the target directory, flushed to disk and moved into place
@@ -6,6 +6,12 @@ with ``os.replace``: a reader sees either the previous file or the complete new 
 a partial one, and a failed write leaves nothing behind. Files get the permissions of a
 plainly created one (``0666`` under the process umask), so a cache shared by a group stays
 readable by it.
+
+A checkpoint is read with :func:`load_checkpoint` only: ``torch.load(weights_only=True)``,
+which rebuilds tensors, numbers, strings and containers and refuses any other object, so a
+crafted file cannot run code (a plain pickle calls whatever it names while it loads).
+neuroreg's own checkpoints hold nothing else (random states are stored as tensors, see
+:mod:`neuroreg.runs.random_state`), so no extra type is allow-listed.
 
 >>> import tempfile, pathlib
 >>> out = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
@@ -19,7 +25,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pickle
+import re
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -102,3 +111,59 @@ def git_blob_id(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: f.read(_BLOCK), b""):
             h.update(block)
     return h.hexdigest()
+
+
+class CheckpointError(ValueError):
+    """A checkpoint neuroreg refuses to load; the message names the file and says why."""
+
+
+def _refusal(err: pickle.UnpicklingError) -> str:
+    """The line of torch's weights-only error that says what the file asked for."""
+    for line in str(err).splitlines():
+        line = line.strip()
+        found = re.search(r"GLOBAL ([\w.]+)", line)
+        if found:
+            return f"its pickle asks for {found.group(1)}"
+        if line.startswith("WeightsUnpickler error:") and line != "WeightsUnpickler error:":
+            return f"its pickle uses {line.split(':', 1)[1].strip()}"
+        if line.startswith("Unsupported"):
+            return f"its pickle uses an instruction beyond plain data ({line})"
+    return "its pickle holds more than tensors and plain values"
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str, Any]:
+    """Read a checkpoint dict on the CPU with ``torch.load(weights_only=True)``.
+
+    Only tensors, numbers, strings, ``None`` and lists / tuples / dicts of them are rebuilt;
+    a file whose pickle names any other callable or class (e.g. ``os.system`` in a
+    ``__reduce__``) is refused before anything it names is called.
+
+    Args:
+        path: the ``.ckpt`` / ``.pt`` file.
+        mmap: map the tensors' storage from the file instead of reading it (cheap when only
+            a few fields are needed; used for files in torch's zip format only).
+
+    Raises:
+        CheckpointError: the file is missing, is not a PyTorch file, is truncated, holds more
+            than plain data, or is not a dict.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as err:
+        if "weights only load failed" not in str(err).lower():
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
+        raise CheckpointError(
+            f"{path}: refusing to load this checkpoint: {_refusal(err)}; neuroreg loads checkpoints weights-only "
+            "(tensors, numbers, strings and containers of them), so that a file cannot run code; "
+            "re-save it from a session you trust with plain values (e.g. torch.save({'state_dict': model.state_dict()}, path))"
+        ) from err
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as err:  # torch reports a broken file in several types
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {str(err) or 'empty file'})") from err
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path}: expected a checkpoint dict (e.g. with a 'state_dict'), found {type(checkpoint).__name__}")
+    return checkpoint

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from neuroreg.io import CheckpointError, load_checkpoint
 from neuroreg.twin.readouts import FactorizedReadout, GaussianReadout
 
 from .results import AnalysisError, Table, TwinRun, working_directory
@@ -78,7 +79,11 @@ def load_twin(
         if not config.is_file():
             raise AnalysisError(f"{config}: file not found; expected the twin's config (relative paths resolve from {workdir})")
         try:
-            model = TwinModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+            load_checkpoint(ckpt, mmap=True)
+        except CheckpointError as err:
+            raise AnalysisError(str(err)) from err
+        try:
+            model = TwinModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
         except Exception as err:  # torch / Lightning raise many types
             raise AnalysisError(f"{ckpt}: cannot load a TwinModule from it ({type(err).__name__}: {err})") from err
         try:

@@ -82,16 +82,18 @@ def read_checkpoint(ckpt: Path) -> dict[str, Any]:
     """Load a Lightning checkpoint dict (on the CPU).
 
     Raises:
-        EvalError: the file is missing, unreadable, or not a dict with a ``state_dict``.
+        EvalError: the file is missing, unreadable, holds more than plain data (it is
+            loaded weights-only: :func:`neuroreg.io.load_checkpoint`), or is not a dict
+            with a ``state_dict``.
     """
-    import torch
+    from neuroreg.io import CheckpointError, load_checkpoint
 
     if not ckpt.is_file():
         raise EvalError(f"--ckpt: file {ckpt} does not exist")
     try:
-        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise EvalError(f"{ckpt}: not a readable PyTorch checkpoint ({err})") from err
+        checkpoint = load_checkpoint(ckpt)
+    except CheckpointError as err:
+        raise EvalError(str(err)) from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise EvalError(f"{ckpt}: expected a Lightning checkpoint with a 'state_dict', found {type(checkpoint).__name__}")
     return checkpoint

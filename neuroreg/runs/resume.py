@@ -54,10 +54,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 import yaml
 from pytorch_lightning.loggers import CSVLogger
 
+from ..io import load_checkpoint
 from .checkpoints import CHECKPOINT_KEY, LAST_CHECKPOINT, LastCheckpoint
 from .folders import resumable, run_layout
 from .metrics_csv import restore_rows
@@ -144,7 +144,7 @@ def _keep_csv_rows(trainer: pl.Trainer, checkpoint: Path) -> None:
     """Keep the ``metrics.csv`` rows logged up to ``checkpoint`` (a CSV logger empties the file when it starts)."""
     if not any(isinstance(lg, CSVLogger) for lg in trainer.loggers):
         return
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True).get(CHECKPOINT_KEY, {})
+    state = load_checkpoint(checkpoint, mmap=True).get(CHECKPOINT_KEY, {})
     restore_rows(trainer.loggers, state.get("csv_rows", {}))
 
 

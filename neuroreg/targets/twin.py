@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..data.images import SPLITS, ImageData
-from ..io import atomic_path, file_hash
+from ..io import atomic_path, file_hash, load_checkpoint
 from ..runs.random_state import kept_random_state
 from .base import Prerequisite, TargetSource
 from .format import TargetSet, target_key
@@ -145,7 +144,7 @@ class TwinTargets(TargetSource):
     def num_neurons(self) -> int:
         """Neurons the twin predicts (all readouts together)."""
         if self.checkpoint is not None:
-            hp = torch.load(self.checkpoint, map_location="cpu", weights_only=False).get("hyper_parameters", {})
+            hp = load_checkpoint(self.checkpoint, mmap=True).get("hyper_parameters", {})
             n = hp.get("num_neurons")
             if n is None:
                 raise ValueError(f"{self.checkpoint}: field 'hyper_parameters.num_neurons': expected a TwinModule checkpoint, found none")
@@ -186,7 +185,8 @@ class TwinTargets(TargetSource):
         path = target_path(self.cache_dir, key)
         if not path.exists():
             with kept_random_state():  # building the modules draws random initial weights
-                twin = TwinModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+                load_checkpoint(ckpt, mmap=True)  # refuses a file that holds more than plain data, naming it
+                twin = TwinModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
             parts = [images.split(s) for s in self.splits]
             predict_target_set(
                 twin,

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..io import load_checkpoint
+
 _LAPLACE = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
 
 
@@ -212,7 +214,7 @@ class TorchvisionCore(nn.Module):
             path = Path(weights_path)
             if not path.exists():
                 raise FileNotFoundError(f"TorchvisionCore: 'weights_path': file not found: {path}")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_checkpoint(path)
             missing, _ = model.load_state_dict(state, strict=False)
             if len(missing) == len(model.state_dict()):
                 raise ValueError(f"TorchvisionCore: {path}: no parameter of {architecture} found in the state_dict")

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 
 import pytest
 from _http import FileServer
@@ -141,3 +142,17 @@ def test_license_notice_unconfirmed():
     m = manifest("http://127.0.0.1/x", non_commercial=None)
     assert "UNCONFIRMED" in license_notice(m)
     assert "NON-COMMERCIAL" not in license_notice(manifest("http://127.0.0.1/x", non_commercial=False))
+
+
+def test_downloads_and_the_lock_file_honour_the_umask(server, tmp_path):
+    """A shared data directory: under umask 002 the download and checksums.lock.json are group-writable."""
+    old = os.umask(0o002)
+    try:
+        m = manifest(server.url + "/blob.bin", md5=hashlib.md5(PAYLOAD).hexdigest())
+        with pytest.warns(UnconfirmedChecksumWarning):
+            (v,) = fetch(m, tmp_path, progressbar=False, echo=lambda _line: None)
+    finally:
+        os.umask(old)
+    assert v.status == "recorded"
+    for path in (v.path, tmp_path / LOCK_NAME):
+        assert path.stat().st_mode & 0o777 == 0o664, path

@@ -6,6 +6,7 @@ import hashlib
 import os
 import pickle
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -81,18 +82,28 @@ def split_groups(keys: np.ndarray, fractions: dict[str, float], seed: int = 0) -
     return group_tier[inverse]
 
 
-def load_trusted_pickle(path: str | os.PathLike, *, sha256: str | None, trust_pickle: bool, data: bytes | None = None):
+def load_trusted_pickle(
+    path: str | os.PathLike, *, sha256: str | None, trust_pickle: bool, extract: Callable[[bytes], bytes] | None = None
+):
     """Unpickle ``path`` only if its sha256 equals ``sha256`` or ``trust_pickle`` is set.
 
     Unpickling runs code chosen by whoever wrote the file, so an unverified pickle is
-    refused.
+    refused. The checksum is that of the file at ``path`` as a manifest names it (for a
+    zip: the zip, not the pickle inside), and so is the sha256 an error shows: copied into
+    the manifest, it verifies that very file.
+
+    Args:
+        path: the file as downloaded.
+        sha256: its expected sha256 (``None``: not confirmed).
+        trust_pickle: unpickle without a confirmed checksum.
+        extract: picks the pickle's bytes out of the file's bytes (e.g. a zip member);
+            ``None``: the file is the pickle. Called on the bytes that were hashed.
 
     Raises:
         ReaderError: no expected checksum and no opt-in, or a mismatch.
     """
-    if data is None:
-        data = Path(path).read_bytes()
-    seen = hashlib.sha256(data).hexdigest()
+    raw = Path(path).read_bytes()
+    seen = hashlib.sha256(raw).hexdigest()
     if sha256 is not None and seen != sha256:
         raise ReaderError(
             f"{path}: refusing to unpickle: sha256 expected {sha256}, found {seen} (unpickling runs code)"
@@ -102,7 +113,7 @@ def load_trusted_pickle(path: str | os.PathLike, *, sha256: str | None, trust_pi
             f"{path}: refusing to unpickle a file without a confirmed sha256 (unpickling runs code; sha256 seen: {seen}); "
             "pass --trust-pickle (trust_pickle=True) if you trust its source"
         )
-    return pickle.loads(data, encoding="latin1")
+    return pickle.loads(raw if extract is None else extract(raw), encoding="latin1")
 
 
 def to_uint8_images(path, field: str, images: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ The pickle is unpickled only after its sha256 matches ``sha256`` or with
 
 from __future__ import annotations
 
+import io
 import os
 import zipfile
 from pathlib import Path
@@ -26,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 from ...imageops import block_mean
-from ...io import file_hash
 from ..recording import NeuralRecording
 from ._common import (
     ReaderError,
@@ -39,17 +39,18 @@ from ._common import (
 PKL_NAME = "cadena_ploscb_data.pkl"
 
 
-def _pickle_bytes(path: Path) -> bytes:
-    if zipfile.is_zipfile(path):
+def _pickle_bytes(path: Path, raw: bytes) -> bytes:
+    """The pickle inside ``raw`` (the bytes of ``path``): its zip member, or ``raw`` itself."""
+    if zipfile.is_zipfile(io.BytesIO(raw)):
         try:
-            with zipfile.ZipFile(path) as zf:
+            with zipfile.ZipFile(io.BytesIO(raw)) as zf:
                 members = [n for n in zf.namelist() if n.endswith(PKL_NAME) and not n.startswith("__MACOSX")]
                 if len(members) != 1:
                     fail(path, PKL_NAME, f"exactly one member named {PKL_NAME} in the zip", f"{len(members)}")
                 return zf.read(members[0])
         except (zipfile.BadZipFile, OSError, EOFError) as err:
             raise ReaderError(f"{path}: not a readable zip file (truncated or corrupt: {err})") from err
-    return path.read_bytes()
+    return raw
 
 
 def read_cadena(
@@ -86,13 +87,8 @@ def read_cadena(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Cadena data not found: {path}")
-    if zipfile.is_zipfile(path):  # the checksum covers the zip as downloaded
-        seen = file_hash(path)
-        if sha256 is not None and seen != sha256:
-            raise ReaderError(f"{path}: refusing to unpickle: sha256 expected {sha256}, found {seen} (unpickling runs code)")
-        trust_pickle = trust_pickle or sha256 is not None
-        sha256 = None
-    data = load_trusted_pickle(path, sha256=sha256, trust_pickle=trust_pickle, data=_pickle_bytes(path))
+    data = load_trusted_pickle(path, sha256=sha256, trust_pickle=trust_pickle,  # the checksum covers the file as downloaded
+                               extract=lambda raw: _pickle_bytes(path, raw))
     if not isinstance(data, dict):
         fail(path, "<top level>", "a dict", type(data).__name__)
     for key in ("images", "responses"):
