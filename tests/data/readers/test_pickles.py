@@ -145,3 +145,28 @@ def test_monkey_time_bins_and_errors(tmp_path):
     (img_dir / "000010.npy").unlink()
     with pytest.raises(ReaderError, match="1 missing"):
         read_monkey_session(p, image_dir=img_dir, trust_pickle=True)
+
+
+def test_the_sha256_a_refusal_shows_verifies_the_download(tmp_path):
+    """The hint names the hash of the file the manifest checks (the zip, not the pickle inside):
+    copied into the manifest, it confirms the genuine download, which converts and is not moved aside."""
+    import re
+
+    import yaml
+
+    from neuroreg.data.commands import convert
+    from neuroreg.data.manifests import default_manifest_dir, parse_manifest
+
+    raw = yaml.safe_load((default_manifest_dir() / "cadena2019.yaml").read_text())
+    zp = tmp_path / "data" / raw["name"] / raw["files"][0]["name"]
+    zp.parent.mkdir(parents=True)
+    with zipfile.ZipFile(zp, "w") as zf:
+        zf.writestr("Cadena_PlosCB19_data/data_binned_responses/cadena_ploscb_data.pkl", pickle.dumps(cadena_dict()))
+    options = {"n_test": 5, "crop": 0, "downsample": 1}
+    with pytest.warns(UserWarning), pytest.raises(ReaderError, match="without a confirmed sha256") as refusal:
+        convert(parse_manifest(raw), tmp_path / "out.h5", tmp_path / "data", options=options)
+    (seen,) = re.findall(r"sha256 seen: ([0-9a-f]{64})", str(refusal.value))
+    assert seen == hashlib.sha256(zp.read_bytes()).hexdigest()
+    raw["files"][0].update(sha256=seen, sha256_status="confirmed")
+    rec = convert(parse_manifest(raw), tmp_path / "out.h5", tmp_path / "data", options=options)
+    assert rec.n_images == N_IMG and zp.is_file() and (tmp_path / "out.h5").is_file()
