@@ -215,11 +215,11 @@ class NeuroregCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
-        args = self.config[subcommand]
-        if args.get("weights_only") is False:
+        given = self.config[subcommand]
+        if given.get("weights_only") is False:
             raise CheckpointError("--weights_only: expected true or null, found false; neuroreg loads every checkpoint "
                                   "weights-only, so that a file cannot run code")
-        ckpt = args.get("ckpt_path")
+        ckpt = given.get("ckpt_path")
         if ckpt and Path(ckpt).is_file():  # not one of Lightning's keywords ("last", "best", ...)
             load_checkpoint(ckpt, mmap=True)
 
