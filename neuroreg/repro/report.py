@@ -317,10 +317,27 @@ def summarize(plan: dict[str, Any]) -> dict[str, Any]:
         per_arm[st["arm"]][st["seed"]] = metrics(report)
         reports[st["arm"]].append(report_path)
         failed[st["arm"]] += failed_checks(report, st["seed"])
+    return summary_of(plan, per_arm, reports, failed)
+
+
+def summary_of(
+    plan: Mapping[str, Any],
+    per_arm: Mapping[str, Mapping[int, Mapping[str, float]]],
+    reports: Mapping[str, Sequence[str]],
+    failed: Mapping[str, Sequence[Mapping[str, Any]]],
+) -> dict[str, Any]:
+    """The summary of a plan's evaluations: :func:`arm_statistics` per arm (with its
+    report paths, failed sanity checks and controls) and the :func:`claims`.
+
+    Args:
+        plan: the plan (``repro.json``).
+        per_arm: ``{arm: {seed: {metric: value}}}`` of the evaluations to summarize.
+        reports, failed: per arm, its report paths and :func:`failed_checks`.
+    """
     baselines, controls = arm_baselines(plan), arm_controls(plan)
     names, arms = arm_statistics(per_arm, baselines)
     for arm, entry in arms.items():
-        entry.update({"reports": reports[arm], "sanity_failed": failed[arm], "controls": controls[arm]})
+        entry.update({"reports": list(reports[arm]), "sanity_failed": list(failed[arm]), "controls": controls[arm]})
     claims_ = {"recipe": plan["recipe"], "title": plan["title"], "scale": plan["scale"], "seeds": plan["seeds"],
                "rule": CLAIM_RULE, "rows": claims(per_arm, baselines, controls, claim_metrics(names))}
     return {"recipe": plan["recipe"], "title": plan["title"], "scale": plan["scale"], "baseline": plan["baseline"],
