@@ -137,10 +137,6 @@ def arm_statistics(
 CLAIM_RULE = ("gain: the 95 % t-interval of the paired difference (arm − comparison, same seed) lies entirely above 0; "
               "loss: it lies entirely below 0; no evidence: otherwise, and always with fewer than 2 paired seeds.")
 
-#: the verdict words, in the order of :data:`CLAIM_RULE`
-VERDICTS = ("gain", "loss", "no evidence")
-
-
 def claim_metrics(names: Sequence[str], measurements: Sequence[Measurement] | None = None) -> list[str]:
     """The scalars of ``names`` the claims table weighs, in their order: the headline
     scalars (:func:`is_headline`) that are accuracies (``accuracy`` in the name), except
