@@ -232,9 +232,9 @@ def claims_table(claims_: Mapping[str, Any]) -> str:
 def claims_paragraph(claims_: Mapping[str, Any]) -> str:
     """The result paragraph the README quotes, rendered from a report's ``claims``.
 
-    One line per arm that has controls (every arm compared with a baseline when none
-    has): its difference to the baseline, then to each control, metric by metric, each
-    with its verdict; the rule in words below. A ``note`` in ``claims_`` (e.g. that the
+    A list item per arm that has controls (every arm compared with a baseline when none
+    has), with one line for its difference to the baseline and one per control, metric
+    by metric, each with its verdict; the rule in words below. A ``note`` in ``claims_`` (e.g. that the
     numbers are a placeholder) is shown first.
     """
     rows = claims_["rows"]
@@ -253,9 +253,9 @@ def claims_paragraph(claims_: Mapping[str, Any]) -> str:
         for r in rows:
             if r["arm"] == arm:
                 groups.setdefault(r["versus"], []).append(r)
-        parts = [f"vs {versus}: " + ", ".join(f"{r['label']} {_difference(r)} ({r['verdict']})" for r in rs)
-                 for versus, rs in groups.items()]
-        lines.append(f"- **{arm}** " + "; ".join(parts) + ".")
+        lines.append(f"- **{arm}**")
+        lines += [f"  - vs {versus}: " + ", ".join(f"{r['label']} {_difference(r)} ({r['verdict']})" for r in rs) + "."
+                  for versus, rs in groups.items()]
     lines.append(f"\nVerdict rule: {claims_['rule']}")
     return "\n".join(lines) + "\n"
 

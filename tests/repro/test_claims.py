@@ -174,15 +174,16 @@ def test_claims_paragraph_rendering_is_exact():
     assert claims_paragraph(CLAIMS) == (
         "Quickstart (mini scale, 3 seed(s)); paired difference to each comparison arm (same seed), "
         "mean ± 95 % t-interval, and its verdict:\n\n"
-        "- **similarity** vs baseline: robust L∞ ε=0.0157 +0.191 ± 0.080 (gain), noise σ=0.1 -0.004 ± 0.020 (no evidence); "
-        "vs pixels: robust L∞ ε=0.0157 +0.012 ± 0.100 (no evidence), noise σ=0.1 -0.200 (no evidence).\n"
+        "- **similarity**\n"
+        "  - vs baseline: robust L∞ ε=0.0157 +0.191 ± 0.080 (gain), noise σ=0.1 -0.004 ± 0.020 (no evidence).\n"
+        "  - vs pixels: robust L∞ ε=0.0157 +0.012 ± 0.100 (no evidence), noise σ=0.1 -0.200 (no evidence).\n"
         "\nVerdict rule: gain: above 0.\n"
     )
     # without controls anywhere, every compared arm gets a line; a note comes first
     no_controls = {**CLAIMS, "note": "Placeholder.", "rows": [r for r in CLAIMS["rows"] if r["role"] == "baseline"]}
     text = claims_paragraph(no_controls)
     assert text.startswith("*Placeholder.*\n\nQuickstart")
-    assert "- **similarity** vs baseline: " in text and "- **pixels** vs baseline: noise σ=0.1 +0.300 ± 0.100 (gain)." in text
+    assert "- **similarity**\n  - vs baseline: " in text and "- **pixels**\n  - vs baseline: noise σ=0.1 +0.300 ± 0.100 (gain).\n" in text
     assert "- no arm is compared with a baseline: no claims." in claims_paragraph({**CLAIMS, "rows": []})
     assert "No arm is compared with a baseline" in claims_table({**CLAIMS, "rows": []})
 
