@@ -407,15 +407,15 @@ def summarize(plan: Mapping[str, Any], fits: Sequence[FitRun]) -> dict[str, Any]
 
     The same structure and statistics as :func:`neuroreg.repro.report.summarize`
     (``OUT/report/summary.json``: per arm and ``eval/…`` metric the mean, the 95 %
-    t-interval half-width, the values, and the paired difference to the arm's baseline arm),
-    but from the report paths of ``fits`` (re-based when the folder moved) and over the
+    t-interval half-width, the values, and the paired difference to the arm's baseline arm;
+    the ``claims`` table), but from the report paths of ``fits`` (re-based when the folder moved) and over the
     evaluations that finished so far.
 
     Returns:
         the summary, or ``None`` when no evaluation has finished.
     """
     from neuroreg.evaluation.suite import metrics
-    from neuroreg.repro.report import arm_baselines, arm_statistics, failed_checks
+    from neuroreg.repro.report import failed_checks, summary_of
 
     per_arm: OrderedDict[str, dict[int, dict[str, float]]] = OrderedDict((a, {}) for a in plan["arms"])
     reports: OrderedDict[str, list[str]] = OrderedDict((a, []) for a in plan["arms"])
@@ -428,11 +428,7 @@ def summarize(plan: Mapping[str, Any], fits: Sequence[FitRun]) -> dict[str, Any]
             failed[run.arm] += failed_checks(report, run.seed)
     if not any(per_arm.values()):
         return None
-    names, arms = arm_statistics(per_arm, arm_baselines(plan))
-    for arm, entry in arms.items():
-        entry.update({"reports": reports[arm], "sanity_failed": failed[arm]})
-    return {"recipe": plan["recipe"], "title": plan["title"], "scale": plan["scale"], "baseline": plan["baseline"],
-            "seeds": plan["seeds"], "metrics": names, "arms": arms}
+    return summary_of(plan, per_arm, reports, failed)
 
 
 # ------------------------------------------------------------------ statistics

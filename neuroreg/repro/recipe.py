@@ -17,6 +17,9 @@ the baseline, and the evaluation budget::
           weight_0.1: {config: mini/similarity.yaml, overrides: ["--model.init_args.regularizers.similarity.init_args.weight=0.1"]}
           color_baseline: mini/color_baseline.yaml
           color_similarity: {config: mini/color_similarity.yaml, baseline: color_baseline}
+          shuffled: mini/shuffled.yaml
+          pixels: mini/pixels.yaml
+          similarity_controlled: {config: mini/similarity.yaml, controls: [shuffled, pixels]}
         baseline: baseline
         overrides: []
         eval: {suite: quick, budget: {max_images: 256}, data: null, recording: null, layers: []}
@@ -28,6 +31,12 @@ the scale's. An arm that is a baseline (the scale's, or one another arm names) i
 compared with nothing, so it may not name a baseline itself (no chains); that lets one
 scale hold several groups of arms, e.g. one per data set, each against its own control
 (see :meth:`Scale.baseline_of`).
+
+An arm may also name its ``controls``: other arms that differ from it only in where the
+regularizer's targets come from (shuffled, pixel or random-network targets). The
+report's claims table (:mod:`neuroreg.repro.report`) weighs the arm against its baseline
+and against each control. A control is another arm of the scale, neither the arm's
+baseline nor a baseline arm; an arm with controls is not a baseline arm itself.
 """
 
 from __future__ import annotations
@@ -57,13 +66,15 @@ class Arm:
     """One arm of a comparison: a fit config plus extra ``--key=value`` arguments.
 
     ``baseline`` is the label of the arm it is compared with when the recipe names one
-    for this arm (``None``: the scale's baseline, see :meth:`Scale.baseline_of`).
+    for this arm (``None``: the scale's baseline, see :meth:`Scale.baseline_of`);
+    ``controls`` the labels of the arms it is also weighed against in the claims table.
     """
 
     label: str
     config: Path
     overrides: tuple[str, ...] = ()
     baseline: str | None = None
+    controls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -233,14 +244,15 @@ def _parse_scale(name: str, raw: Any, path: Path) -> Scale:
         if isinstance(spec, str):
             spec = {"config": spec}
         if not isinstance(spec, dict):
-            _fail(path, aw, "a config path or {config, overrides, baseline}", spec)
-        _unknown(spec, {"config", "overrides", "baseline"}, path, aw)
+            _fail(path, aw, "a config path or {config, overrides, baseline, controls}", spec)
+        _unknown(spec, {"config", "overrides", "baseline", "controls"}, path, aw)
         arms.append(Arm(label, _fit_config(spec.get("config"), path, f"{aw}.config"), _strings(spec.get("overrides"), path, f"{aw}.overrides"),
-                        spec.get("baseline")))
+                        spec.get("baseline"), _strings(spec.get("controls"), path, f"{aw}.controls")))
     baseline = raw.get("baseline")
     if baseline not in arms_raw:
         _fail(path, f"{where}.baseline", f"one of the arms {list(arms_raw)}", baseline)
     _check_arm_baselines(arms, baseline, path, where)
+    _check_arm_controls(arms, baseline, path, where)
     fetch = _strings(raw.get("fetch"), path, f"{where}.fetch")
     if fetch:
         from neuroreg.data.manifests import ManifestError, find_manifest
@@ -286,6 +298,30 @@ def _check_arm_baselines(arms: list[Arm], default: str, path: Path, where: str) 
                   "(a baseline cannot have a baseline of its own)", arm.baseline)
 
 
+def _check_arm_controls(arms: list[Arm], default: str, path: Path, where: str) -> None:
+    """Each arm's ``controls``: other arms, listed once, neither its baseline nor a
+    baseline arm; an arm with controls is not a baseline arm."""
+    labels = [a.label for a in arms]
+    baselines = {default} | {a.baseline for a in arms if a.baseline}
+    for arm in arms:
+        if not arm.controls:
+            continue
+        aw = f"{where}.arms.{arm.label}.controls"
+        if arm.label in baselines:
+            _fail(path, aw, f"no controls for '{arm.label}': it is a baseline arm, weighed against nothing", list(arm.controls))
+        own_baseline = arm.baseline or default
+        for i, c in enumerate(arm.controls):
+            if c not in labels:
+                _fail(path, f"{aw}[{i}]", f"one of the arms {labels}", c)
+            if c == arm.label:
+                _fail(path, f"{aw}[{i}]", "another arm (an arm is not its own control)", c)
+            if c in baselines:
+                _fail(path, f"{aw}[{i}]", f"an arm that is not a baseline arm ('{c}' is one; "
+                      f"'{arm.label}' is compared with its baseline '{own_baseline}' anyway)", c)
+            if c in arm.controls[:i]:
+                _fail(path, f"{aw}[{i}]", "each control once", c)
+
+
 def experiments_dir() -> Path:
     """The ``experiments/`` folder shipped with neuroreg (next to the package)."""
     return Path(__file__).resolve().parents[2] / "experiments"
@@ -318,7 +354,8 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
         RecipeError: unreadable YAML, unknown or missing fields, missing config files (an
             arm's own or one its ``defaults`` list), an unknown suite / Budget field /
             data manifest, an arm's ``baseline`` that is not another arm or names one
-            for a baseline arm; the message names the file and field.
+            for a baseline arm, an arm's ``controls`` that are not other non-baseline
+            arms (or listed for a baseline arm); the message names the file and field.
     """
     path = find_recipe(name_or_path)
     try:

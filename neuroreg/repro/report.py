@@ -10,9 +10,18 @@ the recipe, else the scale's; :func:`arm_baselines`), the paired difference
 draws) with its own t-interval; a baseline arm has none. Nothing is selected or tuned:
 every arm of the recipe and every metric the evaluation produced is reported.
 
+The claims table (:func:`claims`) weighs each arm that is compared with a baseline
+against that baseline and against each of its ``controls`` (recipe.yaml): for every
+claim metric (:func:`claim_metrics`: the headline accuracies of the measurement list at
+a non-zero strength — robust accuracy at each ε, accuracy at each noise σ — and the mean
+corruption accuracy; not clean accuracy) the paired difference over the seeds both arms
+ran, mean ± 95 % t-interval, and one verdict word by :data:`CLAIM_RULE`.
+:func:`claims_paragraph` renders it as the text the README quotes (``claims.md``).
+
 Files in ``OUT/report/``: ``summary.json`` (everything), ``summary.csv`` (one row per
 arm × metric, with the arm's baseline), ``summary.md`` (tables; one paired-difference
-table per baseline arm), ``comparison.png`` (accuracy vs σ and ε,
+table per baseline arm; the claims table), ``claims.csv`` (one row per claim),
+``claims.md`` (:func:`claims_paragraph`), ``comparison.png`` (accuracy vs σ and ε,
 mean ± CI bands; :func:`neuroreg.evaluation.compare.compare`), ``corruptions.png``
 (per-corruption accuracy per arm), plus ``comparison.md`` / ``comparison.html``.
 """
@@ -29,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from neuroreg.evaluation.measurements import Corruptions, Measurement, Sanity, flatten
+from neuroreg.evaluation.measurements import Clean, Corruptions, Measurement, Sanity, flatten
 from neuroreg.evaluation.suite import default_measurements, metrics
 from neuroreg.io import atomic_write
 from neuroreg.stats import t_interval
@@ -124,6 +133,166 @@ def arm_statistics(
     return names, arms
 
 
+#: the verdict rule of the claims table, stated above it in every report
+CLAIM_RULE = ("gain: the 95 % t-interval of the paired difference (arm − comparison, same seed) lies entirely above 0; "
+              "loss: it lies entirely below 0; no evidence: otherwise, and always with fewer than 2 paired seeds.")
+
+def claim_metrics(names: Sequence[str], measurements: Sequence[Measurement] | None = None) -> list[str]:
+    """The scalars of ``names`` the claims table weighs, in their order: the headline
+    scalars (:func:`is_headline`) that are accuracies (``accuracy`` in the name), except
+    clean accuracy.
+
+    >>> claim_metrics(["eval/clean_accuracy", "eval/noise_accuracy_sigma=0", "eval/noise_accuracy_sigma=0.1",
+    ...                "eval/mean_corruption_accuracy", "eval/relative_mce", "eval/corruption/fog"])
+    ['eval/noise_accuracy_sigma=0.1', 'eval/mean_corruption_accuracy']
+    """
+    clean = set(Clean.headline)
+    return [n for n in names if n not in clean and "accuracy" in n and is_headline(n, measurements)]
+
+
+def verdict(mean: float, ci95: float, n: int) -> str:
+    """One word by :data:`CLAIM_RULE` for a paired difference ``mean ± ci95`` over ``n`` seeds.
+
+    >>> verdict(0.19, 0.08, 5), verdict(-0.1, 0.05, 3), verdict(0.1, 0.2, 3), verdict(0.3, 0.0, 1)
+    ('gain', 'loss', 'no evidence', 'no evidence')
+    """
+    if n < 2 or not (np.isfinite(mean) and np.isfinite(ci95)):
+        return "no evidence"
+    if mean - ci95 > 0:
+        return "gain"
+    if mean + ci95 < 0:
+        return "loss"
+    return "no evidence"
+
+
+def arm_controls(plan: Mapping[str, Any]) -> dict[str, list[str]]:
+    """``{arm: its controls}`` from a plan (``repro.json``; ``[]`` where it records none)."""
+    arms = plan["arms"]
+    return {arm: list(arms[arm].get("controls") or []) if isinstance(arms, Mapping) and isinstance(arms[arm], Mapping) else []
+            for arm in arms}
+
+
+def claims(
+    per_arm: Mapping[str, Mapping[int, Mapping[str, float]]],
+    baselines: Mapping[str, str | None],
+    controls: Mapping[str, Sequence[str]],
+    metrics: Sequence[str],
+) -> list[dict[str, Any]]:
+    """The claims table: each arm with a baseline against it and each of its controls.
+
+    Args:
+        per_arm: ``{arm: {seed: {metric: value}}}``.
+        baselines: ``{arm: the arm it is compared with, or None}`` (:func:`arm_baselines`).
+        controls: ``{arm: [control arms]}`` (:func:`arm_controls`).
+        metrics: the claim metrics (:func:`claim_metrics`), in table order.
+
+    Returns:
+        rows in order arm → comparison (baseline first, then the controls) → metric:
+        ``{"arm", "versus", "role" ("baseline" or "control"), "metric", "label", "mean",
+        "ci95", "n", "verdict"}``; the difference is ``arm − versus`` over the seeds both
+        ran with the metric; a pair with no such seed is left out.
+    """
+    rows: list[dict[str, Any]] = []
+    for arm, runs in per_arm.items():
+        baseline = baselines.get(arm)
+        if baseline is None:
+            continue
+        for versus, role in [(baseline, "baseline"), *((c, "control") for c in controls.get(arm, ()))]:
+            other = per_arm.get(versus, {})
+            for n in metrics:
+                paired = [runs[s][n] - other[s][n] for s in sorted(runs) if s in other and n in runs[s] and n in other[s]]
+                if not paired:
+                    continue
+                mean, half = t_interval(paired)
+                rows.append({"arm": arm, "versus": versus, "role": role, "metric": n, "label": metric_label(n),
+                             "mean": mean, "ci95": half, "n": len(paired), "verdict": verdict(mean, half, len(paired))})
+    return rows
+
+
+def _difference(row: Mapping[str, Any]) -> str:
+    if row["n"] < 2:
+        return f"{row['mean']:+.3f}"
+    return f"{row['mean']:+.3f} ± {row['ci95']:.3f}"
+
+
+def claims_table(claims_: Mapping[str, Any]) -> str:
+    """Markdown: the rule in words, then one row per claim (arm, versus, metric,
+    difference, seeds, verdict)."""
+    md = [f"\n## Claims\n\nPaired difference (arm − comparison, same seed), mean ± 95 % t-interval over the seeds both "
+          f"arms ran. Verdict rule: {claims_['rule']}\n\n"]
+    if not claims_["rows"]:
+        return md[0] + "No arm is compared with a baseline: no claims.\n"
+    md.append("| arm | versus | metric | difference | seeds | verdict |\n|---|---|---|---|---|---|\n")
+    for r in claims_["rows"]:
+        versus = r["versus"] if r["role"] == "baseline" else f"{r['versus']} (control)"
+        md.append(f"| {r['arm']} | {versus} | {r['label']} | {_difference(r)} | {r['n']} | {r['verdict']} |\n")
+    return "".join(md)
+
+
+def claims_paragraph(claims_: Mapping[str, Any]) -> str:
+    """The result paragraph the README quotes, rendered from a report's ``claims``.
+
+    A list item per arm that has controls (every arm compared with a baseline when none
+    has), with one line for its difference to the baseline and one per control, metric
+    by metric, each with its verdict; the rule in words below. A ``note`` in ``claims_`` (e.g. that the
+    numbers are a placeholder) is shown first.
+    """
+    rows = claims_["rows"]
+    with_controls = list(OrderedDict.fromkeys(r["arm"] for r in rows if r["role"] == "control"))
+    arms = with_controls or list(OrderedDict.fromkeys(r["arm"] for r in rows))
+    seeds = claims_.get("seeds") or []
+    lines = []
+    if claims_.get("note"):
+        lines.append(f"*{claims_['note']}*\n")
+    lines.append(f"{claims_['title']} ({claims_['scale']} scale, {len(seeds)} seed(s)); paired difference "
+                 "to each comparison arm (same seed), mean ± 95 % t-interval, and its verdict:\n")
+    if not arms:
+        lines.append("- no arm is compared with a baseline: no claims.")
+    for arm in arms:
+        groups: OrderedDict[str, list[Mapping[str, Any]]] = OrderedDict()
+        for r in rows:
+            if r["arm"] == arm:
+                groups.setdefault(r["versus"], []).append(r)
+        lines.append(f"- **{arm}**")
+        lines += [f"  - vs {versus}: " + ", ".join(f"{r['label']} {_difference(r)} ({r['verdict']})" for r in rs) + "."
+                  for versus, rs in groups.items()]
+    lines.append(f"\nVerdict rule: {claims_['rule']}")
+    return "\n".join(lines) + "\n"
+
+
+def _claims_markers(name: str) -> tuple[str, str]:
+    return f"<!-- claims:{name} -->\n", "<!-- /claims -->"
+
+
+def claims_block(text: str, name: str) -> str:
+    """The text between ``<!-- claims:NAME -->`` (and its line end) and the next
+    ``<!-- /claims -->`` in ``text`` (a README).
+
+    Raises:
+        ValueError: no such block (names the marker that is missing).
+
+    >>> claims_block("a\\n<!-- claims:quickstart -->\\nsome text\\n<!-- /claims -->\\nb", "quickstart")
+    'some text\\n'
+    """
+    start, end = _claims_markers(name)
+    i = text.find(start)
+    if i < 0:
+        raise ValueError(f"expected a line '{start.strip()}', found none")
+    j = text.find(end, i + len(start))
+    if j < 0:
+        raise ValueError(f"expected '{end}' after '{start.strip()}', found none")
+    return text[i + len(start):j]
+
+
+def with_claims_block(text: str, name: str, paragraph: str) -> str:
+    """``text`` with the content of its ``claims:NAME`` block replaced by ``paragraph``
+    (see :func:`claims_block`; raises as it does)."""
+    start, _ = _claims_markers(name)
+    old = claims_block(text, name)
+    i = text.find(start) + len(start)
+    return text[:i] + paragraph + text[i + len(old):]
+
+
 def summarize(plan: dict[str, Any]) -> dict[str, Any]:
     """Per-arm statistics of the finished evaluations listed in ``plan`` (``repro.json``).
 
@@ -144,11 +313,31 @@ def summarize(plan: dict[str, Any]) -> dict[str, Any]:
         per_arm[st["arm"]][st["seed"]] = metrics(report)
         reports[st["arm"]].append(report_path)
         failed[st["arm"]] += failed_checks(report, st["seed"])
-    names, arms = arm_statistics(per_arm, arm_baselines(plan))
+    return summary_of(plan, per_arm, reports, failed)
+
+
+def summary_of(
+    plan: Mapping[str, Any],
+    per_arm: Mapping[str, Mapping[int, Mapping[str, float]]],
+    reports: Mapping[str, Sequence[str]],
+    failed: Mapping[str, Sequence[Mapping[str, Any]]],
+) -> dict[str, Any]:
+    """The summary of a plan's evaluations: :func:`arm_statistics` per arm (with its
+    report paths, failed sanity checks and controls) and the :func:`claims`.
+
+    Args:
+        plan: the plan (``repro.json``).
+        per_arm: ``{arm: {seed: {metric: value}}}`` of the evaluations to summarize.
+        reports, failed: per arm, its report paths and :func:`failed_checks`.
+    """
+    baselines, controls = arm_baselines(plan), arm_controls(plan)
+    names, arms = arm_statistics(per_arm, baselines)
     for arm, entry in arms.items():
-        entry.update({"reports": reports[arm], "sanity_failed": failed[arm]})
+        entry.update({"reports": list(reports[arm]), "sanity_failed": list(failed[arm]), "controls": controls[arm]})
+    claims_ = {"recipe": plan["recipe"], "title": plan["title"], "scale": plan["scale"], "seeds": plan["seeds"],
+               "rule": CLAIM_RULE, "rows": claims(per_arm, baselines, controls, claim_metrics(names))}
     return {"recipe": plan["recipe"], "title": plan["title"], "scale": plan["scale"], "baseline": plan["baseline"],
-            "seeds": plan["seeds"], "metrics": names, "arms": arms}
+            "seeds": plan["seeds"], "metrics": names, "arms": arms, "claims": claims_}
 
 
 def baseline_groups(summary: Mapping[str, Any]) -> OrderedDict[str, list[str]]:
@@ -191,6 +380,8 @@ def tables(summary: dict[str, Any]) -> str:
         md.append("| metric | " + " | ".join(others) + " |\n|---|" + "---|" * len(others) + "\n")
         for n in rows:
             md.append(f"| {metric_label(n)} | " + " | ".join(mean_ci_cell(summary["arms"][a]["metrics"].get(n), "diff_vs_baseline") for a in others) + " |\n")
+    if "claims" in summary:
+        md.append(claims_table(summary["claims"]))
     md.append("\nSanity checks of the evaluations (`report.json` → `sanity`): ")
     failures = [(a, f) for a in arms for f in summary["arms"][a].get("sanity_failed", [])]
     if not failures:
@@ -212,6 +403,16 @@ def _csv(summary: dict[str, Any]) -> str:
             d = e.get("diff_vs_baseline") or {}
             w.writerow([arm, n, e["mean"], e["ci95"], e["n"], a.get("baseline") or "", d.get("mean", ""), d.get("ci95", ""),
                         " ".join(f"{v:.6g}" for v in e["values"])])
+    return buf.getvalue()
+
+
+def claims_csv(claims_: Mapping[str, Any]) -> str:
+    """CSV text of the claims table: one row per claim."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["arm", "versus", "role", "metric", "mean", "ci95", "n", "verdict"])
+    for r in claims_["rows"]:
+        w.writerow([r["arm"], r["versus"], r["role"], r["metric"], r["mean"], r["ci95"], r["n"], r["verdict"]])
     return buf.getvalue()
 
 
@@ -259,6 +460,11 @@ def write_report(plan: dict[str, Any], out: Path) -> dict[str, Path]:
     text = _csv(summary)
     paths["summary_csv"] = out / "summary.csv"
     atomic_write(paths["summary_csv"], lambda f: f.write(text))
+    claims_text, paragraph = claims_csv(summary["claims"]), claims_paragraph(summary["claims"])
+    paths["claims_csv"] = out / "claims.csv"
+    atomic_write(paths["claims_csv"], lambda f: f.write(claims_text))
+    paths["claims_md"] = out / "claims.md"
+    atomic_write(paths["claims_md"], lambda f: f.write(paragraph))
     corr = plot_corruptions(summary, out / "corruptions.png")
     if corr:
         paths["corruptions_png"] = corr

@@ -341,14 +341,15 @@ def plan(
 
 def describe(recipe: Recipe, scale: Scale, seeds: Sequence[int], stages: Sequence[Stage]) -> dict[str, Any]:
     """The JSON-able plan written to ``OUT/repro.json``: the scale's ``baseline`` and,
-    per arm, the ``baseline`` it is compared with (``null`` for a baseline arm)."""
+    per arm, the ``baseline`` it is compared with (``null`` for a baseline arm) and its
+    ``controls``."""
     from neuroreg import __version__
 
     return {
         "recipe": recipe.name, "recipe_file": str(recipe.path), "title": recipe.title, "reference": recipe.reference,
         "scale": scale.name, "description": scale.description, "seeds": list(seeds), "baseline": scale.baseline,
-        "arms": {a.label: {"config": str(a.config), "overrides": list(a.overrides), "baseline": scale.baseline_of(a.label)}
-                 for a in scale.arms},
+        "arms": {a.label: {"config": str(a.config), "overrides": list(a.overrides), "baseline": scale.baseline_of(a.label),
+                           "controls": list(a.controls)} for a in scale.arms},
         "eval": {"suite": scale.eval.suite, "budget": scale.eval.budget},
         "neuroreg_version": __version__,
         "stages": [{"name": s.name, "kind": s.kind, "key": s.key, "folder": str(s.folder),

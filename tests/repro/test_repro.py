@@ -72,7 +72,7 @@ scales:
     description: "digits 16 px, 20 simulated neurons"
     arms:
       baseline: baseline.yaml
-      similarity: similarity.yaml
+      similarity: {config: similarity.yaml, controls: [weak]}
       weak: {config: similarity.yaml, overrides: ["--model.init_args.regularizers.similarity.init_args.weight=0.1"]}
     baseline: baseline
     eval:
@@ -104,6 +104,11 @@ def test_shipped_recipes_load():
             assert scale.baseline in [a.label for a in scale.arms]
             for arm in scale.arms:
                 assert arm.config.is_file()
+    # the similarity arms are weighed against the controls the field asks for
+    for name, scales in (("quickstart", ("mini",)), ("li2019", ("mini", "full"))):
+        for scale in scales:
+            arm = load_recipe(name).scale(scale).arm("similarity")
+            assert arm.controls == ("shuffled", "pixels", "random_network"), (name, scale)
 
 
 def test_recipe_errors_name_file_and_field(recipe_dir):
@@ -140,6 +145,20 @@ def test_recipe_errors_name_file_and_field(recipe_dir):
            r"scales\.mini\.arms\.delta\.config.*delta\.yaml: field 'defaults\[1\]': file not found: .*nope\.yaml")
     broken(lambda r: r["scales"]["mini"]["arms"].update(baseline={"config": "baseline.yaml", "baseline": "weak"}),
            r"arms\.baseline\.baseline.*scale's baseline")
+    # an arm's controls: other arms, once each, neither baselines nor the arm itself
+    similarity = {"config": "similarity.yaml"}
+    broken(lambda r: r["scales"]["mini"]["arms"].update(similarity={**similarity, "controls": ["nope"]}),
+           r"arms\.similarity\.controls\[0\].*one of the arms")
+    broken(lambda r: r["scales"]["mini"]["arms"].update(similarity={**similarity, "controls": ["weak", "similarity"]}),
+           r"arms\.similarity\.controls\[1\].*not its own control")
+    broken(lambda r: r["scales"]["mini"]["arms"].update(similarity={**similarity, "controls": ["baseline"]}),
+           r"arms\.similarity\.controls\[0\].*'baseline' is one")
+    broken(lambda r: r["scales"]["mini"]["arms"].update(similarity={**similarity, "controls": ["weak", "weak"]}),
+           r"arms\.similarity\.controls\[1\].*each control once")
+    broken(lambda r: r["scales"]["mini"]["arms"].update(similarity={**similarity, "controls": "weak"}),
+           r"arms\.similarity\.controls.*a list of strings")
+    broken(lambda r: r["scales"]["mini"]["arms"].update(baseline={"config": "baseline.yaml", "controls": ["weak"]}),
+           r"arms\.baseline\.controls.*baseline arm")
     with pytest.raises(RecipeError, match="known recipes"):
         load_recipe("no_such_recipe")
     recipe.write_text(yaml.safe_dump(good))
@@ -259,8 +278,9 @@ def test_arms_with_their_own_baseline_are_planned_after_it(recipe_dir, tmp_path)
     raw = yaml.safe_load((recipe_dir / "recipe.yaml").read_text())
     arms = raw["scales"]["mini"]["arms"]
     # a second group, weak against similarity, listed before its baseline: the plan still puts similarity first
+    # (similarity becomes a baseline arm, so it keeps no controls)
     raw["scales"]["mini"]["arms"] = {"weak": {**arms["weak"], "baseline": "similarity"}, "baseline": arms["baseline"],
-                                     "similarity": arms["similarity"]}
+                                     "similarity": {"config": arms["similarity"]["config"]}}
     (recipe_dir / "recipe.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     recipe = load_recipe(recipe_dir)
     scale = recipe.scale("mini")
@@ -279,6 +299,7 @@ def test_arms_with_their_own_baseline_are_planned_after_it(recipe_dir, tmp_path)
             assert not [d for d in evals[(arm, seed)].deps if d.kind == "eval"] and evals[(arm, seed)].info["baseline"] is None
     described = describe(recipe, scale, [0, 1], stages)
     assert {a: v["baseline"] for a, v in described["arms"].items()} == {"weak": "similarity", "baseline": None, "similarity": None}
+    assert {a: v["controls"] for a, v in described["arms"].items()} == {"weak": [], "baseline": [], "similarity": []}
     assert described["baseline"] == "baseline"
     # the baseline is part of the evaluation's key (its relative errors are against another report)
     raw["scales"]["mini"]["arms"]["weak"].pop("baseline")
@@ -340,9 +361,19 @@ def test_repro_end_to_end_is_cached_and_resumable(recipe_dir, tmp_path, monkeypa
     assert main(argv) == 0
     printed = capsys.readouterr().out
     report = out / "report"
-    for name in ("summary.json", "summary.csv", "summary.md", "comparison.png", "comparison.md", "corruptions.png"):
+    for name in ("summary.json", "summary.csv", "summary.md", "comparison.png", "comparison.md", "corruptions.png",
+                 "claims.csv", "claims.md"):
         assert (report / name).is_file(), name
     summary = json.loads((report / "summary.json").read_text())
+    # the claims: similarity against its baseline and its control, weak against its baseline
+    pairs = list(dict.fromkeys((r["arm"], r["versus"], r["role"]) for r in summary["claims"]["rows"]))
+    assert pairs == [("similarity", "baseline", "baseline"), ("similarity", "weak", "control"), ("weak", "baseline", "baseline")]
+    assert {r["metric"] for r in summary["claims"]["rows"]} == {
+        "eval/noise_accuracy_sigma=0.2", "eval/mean_corruption_accuracy", "eval/pgd_linf_accuracy_eps=0.0157"}
+    from neuroreg.repro.report import claims_paragraph
+
+    assert (report / "claims.md").read_text() == claims_paragraph(summary["claims"])
+    assert "## Claims" in (report / "summary.md").read_text()
     assert list(summary["arms"]) == ["baseline", "similarity", "weak"]
     clean = summary["arms"]["similarity"]["metrics"]["eval/clean_accuracy"]
     assert clean["n"] == 2 and len(clean["values"]) == 2 and 0.0 <= clean["mean"] <= 1.0
