@@ -1,5 +1,5 @@
 # neuroreg: two commands.
-#   make demo   create .venv, install neuroreg, run the quickstart reproduction (3 arms x 3 seeds + report)
+#   make demo   create .venv, install neuroreg, run the quickstart reproduction (5 arms x 3 seeds + report)
 #   make test   install the test extras, lint (ruff) and run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
