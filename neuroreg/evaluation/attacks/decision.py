@@ -8,10 +8,11 @@ Decision-based attacks see only the predicted label ``argmax f(z)`` (one *query*
 example, with a budget of ``max_queries`` queries (the clean query included):
 
 1. **clean**: an example already misclassified gets distance 0 (one query).
-2. **start** (blended uniform noise, as Foolbox's default start): the first of
-   ``start_draws`` uniform noise images labelled ``≠ y``, then ``start_bisections``
-   bisection steps on the segment from ``x`` to it; the point on the adversarial side
-   is the start (and an upper bound on the distance returned).
+2. **start**: the nearest (L2) image of the batch whose clean query gave a label ``≠ y``
+   (no query needed), else the first of ``start_draws`` uniform noise images labelled
+   ``≠ y``; then ``start_bisections`` bisection steps on the segment from ``x`` to it
+   (blending, as Foolbox's default start does with noise); the point on the adversarial
+   side is the start, and an upper bound on the distance returned.
 3. **attack**: ART's implementation runs from that start until the example's budget is
    spent (its label oracle stops it there) or it ends by itself.
 
@@ -174,14 +175,20 @@ def _decision_attack(
             queries.index_add_(0, idx, torch.ones_like(idx))
             return labels(z) != y[idx]
 
-        wrong = labels(x) != y
+        pred = labels(x)
         queries += 1
+        wrong = pred != y
         distance = torch.where(wrong, 0.0, math.inf).to(device=x.device, dtype=x.dtype)
         best = x.clone()
 
-        # start: the first adversarial uniform-noise image, blended toward x by bisection
+        # start: the nearest batch image labelled otherwise, else the first adversarial uniform noise,
+        # blended toward x by bisection
         start = x.clone()
         found = torch.zeros(n, dtype=torch.bool, device=x.device)
+        pair = torch.cdist(x.flatten(1), x.flatten(1)).masked_fill(pred.view(1, -1) == y.view(-1, 1), math.inf)
+        nearest_d, nearest = pair.min(dim=1)
+        ok = ~wrong & torch.isfinite(nearest_d)
+        start[ok], found[ok] = x[nearest[ok]], True
         for _ in range(start_draws):
             need = torch.nonzero(~wrong & ~found & (queries < max_queries)).flatten()
             if need.numel() == 0:
@@ -248,10 +255,10 @@ def hop_skip_jump(
 
     Args:
         model: ``images [B, C, H, W] in [0, 1] -> logits [B, classes]``, in eval mode.
-        x: clean images ``[batch, C, H, W]`` in [0, 1].
+        x: clean images ``[batch, C, H, W]`` in [0, 1]; also the pool of start points.
         y: labels ``[batch]`` (int64 / int32).
         max_queries: label queries per example (>= 1), the clean query included.
-        start_draws: uniform noise images tried per example for the start (>= 0).
+        start_draws: uniform noise images tried per example without a start in the batch (>= 0).
         start_bisections: bisection steps from the noise image toward ``x`` (>= 0).
         generator: randomness of the starts and the seed of ART's draws (CPU or ``x``'s device).
         eot_samples: forward passes voted per query (stochastic models).
@@ -304,10 +311,10 @@ def boundary_attack(
 
     Args:
         model: ``images [B, C, H, W] in [0, 1] -> logits [B, classes]``, in eval mode.
-        x: clean images ``[batch, C, H, W]`` in [0, 1].
+        x: clean images ``[batch, C, H, W]`` in [0, 1]; also the pool of start points.
         y: labels ``[batch]`` (int64 / int32).
         max_queries: label queries per example (>= 1), the clean query included.
-        start_draws: uniform noise images tried per example for the start (>= 0).
+        start_draws: uniform noise images tried per example without a start in the batch (>= 0).
         start_bisections: bisection steps from the noise image toward ``x`` (>= 0).
         generator: randomness of the starts and the seed of ART's draws (CPU or ``x``'s device).
         eot_samples: forward passes voted per query (stochastic models).
