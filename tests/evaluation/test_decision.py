@@ -221,3 +221,36 @@ def test_library_hop_skip_jump_matches_hand_written_and_stays_within_independent
     for med in (*medians, boundary):
         assert white_box - 4.0 / 2**10 <= med <= naive / 2, (white_box, med, naive)
     assert boundary > min(medians)  # HopSkipJump gets closer than the Boundary Attack with these queries
+
+
+class Wrapped(nn.Module):
+    """A module around a model function (evaluate reads the device from a parameter)."""
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn, self.anchor = fn, nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def test_budget_chooses_the_decision_attack_and_rejects_unknown_names(tmp_path) -> None:
+    from neuroreg.evaluation.suite import Budget, budget_for, evaluate
+    from neuroreg.repro.recipe import load_recipe
+
+    model, x, y, _ = balanced_linear(n=8)
+    net = Wrapped(model)
+    budget = Budget(noise_sigmas=(), linf_epsilons=(), fgsm=False, decision_images=6, decision_queries=120,
+                    decision_attack="boundary", large_epsilon=None)
+    report = evaluate(net, [{"image": x, "label": y}], budget, progress=False, seed=2)
+    section = report["decision"]
+    direct = boundary_attack(model, x[:6], y[:6], 120, generator=torch.Generator().manual_seed(2 * 1_000_003 + 5000))
+    assert section["attack"] == "boundary" and report["budget"]["decision_attack"] == "boundary"
+    assert section["values"] == [float(v) for v in direct.distance.tolist()]
+    assert section["queries_used_median"] == float(direct.queries.float().median())
+    assert Budget().decision_attack == "hopskipjump" and budget_for("quick").decision_attack == "hopskipjump"
+    with pytest.raises(ValueError, match=r"Budget.decision_attack: expected one of \['boundary', 'hopskipjump'\], "
+                                         r"found 'hsj'"):
+        Budget(decision_attack="hsj")
+    li2019 = load_recipe("li2019")
+    assert {s.eval.make_budget().decision_attack for s in li2019.scales.values()} == {"boundary"}
