@@ -165,8 +165,7 @@ def _decision_attack(
             return DecisionResult(x, torch.zeros(0, device=x.device), queries)
         shape = (-1,) + (1,) * (x.dim() - 1)
         gen_device = generator.device if generator is not None else x.device
-        with torch.no_grad():
-            classes = int(model(x[:1]).shape[1])
+        classes = int(model(x[:1]).shape[1])  # one forward pass, not a label query
 
         def labels(z: Tensor) -> Tensor:
             return vote_labels(model, z, eot_samples, batch_size)
