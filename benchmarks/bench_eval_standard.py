@@ -89,7 +89,8 @@ def main() -> None:
           f"estimated for the full budget: {total_est:.1f} s")
     dec = report.get("decision")
     if dec:
-        print(f"decision-based L2 median {dec['median']} over {dec['n_images']} images, {dec['queries']} queries; "
+        print(f"decision-based L2 ({dec['attack']}) median {dec['median']} over {dec['n_images']} images, "
+              f"{dec['queries']} queries; "
               f"white-box minimal L2 median {report['minimal_perturbation']['l2']['median']}")
     if os.getloadavg()[0] > os.cpu_count():
         print(f"note: load average {os.getloadavg()[0]:.1f} > {os.cpu_count()} cores: other processes share the CPU")

@@ -7,7 +7,8 @@
   and :func:`~neuroreg.evaluation.suite.evaluate`, which runs it.
 - :mod:`~neuroreg.evaluation.perturbations`: Gaussian noise and 12 common corruptions (5 severities, 32/64 px presets).
 - :mod:`~neuroreg.evaluation.attacks`: one module per family — PGD / FGSM (L∞, L2, restarts, EOT, step schedules),
-  minimal perturbation search, AutoAttack and Square through ``pyautoattack``, the decision-based HopSkipJump (L2).
+  minimal perturbation search, AutoAttack and Square through ``pyautoattack``, the decision-based HopSkipJump and
+  Boundary Attack (L2, through ART).
 - :mod:`~neuroreg.evaluation.sanity`: flags against gradient masking and weak attacks.
 - :mod:`~neuroreg.evaluation.brain`: neural predictivity (ridge, PLS), RSA and CKA per layer.
 - :mod:`~neuroreg.evaluation.callbacks`: the end-of-fit :class:`RobustnessEvaluation` callback.

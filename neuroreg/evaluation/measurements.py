@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from neuroreg.evaluation import sanity
 from neuroreg.evaluation.attacks.autoattack import autoattack
-from neuroreg.evaluation.attacks.decision import hop_skip_jump
+from neuroreg.evaluation.attacks.decision import decision_attack
 from neuroreg.evaluation.attacks.gradient import fgsm, pgd
 from neuroreg.evaluation.attacks.minimal import minimal_epsilon
 from neuroreg.evaluation.attacks.square import square_attack
@@ -627,12 +627,14 @@ class MinimalPerturbation(Measurement):
 
 
 class Decision(Measurement):
-    """Per image, the L2 distance a decision-based attack (HopSkipJump, labels only) reaches
-    within ``decision_queries`` label queries (generator stream 5000)."""
+    """Per image, the L2 distance a decision-based attack (labels only; ``decision_attack``:
+    HopSkipJump or the Boundary Attack, run by ART) reaches within ``decision_queries``
+    label queries (generator stream 5000); stochastic models: a query is the majority vote
+    of the EOT samples (:func:`~neuroreg.evaluation.attacks.decision.vote_labels`)."""
 
     name = "decision"
     label = "decision-based L2"
-    reads = ("decision_images", "decision_queries")
+    reads = ("decision_images", "decision_queries", "decision_attack")
     headline = ("eval/decision_l2_median",)
     images = "decision_images"
     figure = "decision.png"
@@ -643,13 +645,14 @@ class Decision(Measurement):
     def run(self, ctx: Context) -> dict[str, Any]:
         b = ctx.budget
         m = min(ctx.n, b.decision_images)
-        found = hop_skip_jump(ctx.model, ctx.x[:m], ctx.y[:m], b.decision_queries, generator=ctx.gen(5000),
-                              eot_samples=ctx.eot_samples, batch_size=ctx.batch_size)
+        attack = decision_attack(b.decision_attack)
+        found = attack(ctx.model, ctx.x[:m], ctx.y[:m], b.decision_queries, generator=ctx.gen(5000),
+                       eot_samples=ctx.eot_samples, batch_size=ctx.batch_size)
         vals = found.distance.cpu().numpy()
         med = float(np.median(vals))
         ctx.step(1)
         return {
-            "attack": "hopskipjump", "norm": "l2", "n_images": m, "queries": b.decision_queries,
+            "attack": b.decision_attack, "norm": "l2", "n_images": m, "queries": b.decision_queries,
             "median": med if np.isfinite(med) else None, "not_found": int(np.isinf(vals).sum()),
             "queries_used_median": float(found.queries.float().median()), "values": _finite_or_none(vals),
         }
@@ -668,7 +671,7 @@ class Decision(Measurement):
 
     def lines(self, section: Mapping[str, Any]) -> list[str]:
         med = section["median"]
-        return [f"  decision-based l2 ({section['queries']} queries): median {med if med is None else f'{med:.4g}'} "
+        return [f"  decision-based l2 ({section['attack']}, {section['queries']} queries): median {med if med is None else f'{med:.4g}'} "
                 f"(n={section['n_images']}, {section['not_found']} not found)"]
 
     def plot(self, report: Mapping[str, Any], path: Path) -> Path:

@@ -253,7 +253,7 @@ def plot_decision(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Pa
         axes[0].axvline(dec["median"], color="k", linestyle="--", label=f"median {dec['median']:.3g}")
     axes[0].legend(fontsize=8)
     axes[0].set(xlabel="L2 distance", ylabel="images",
-                title=f"HopSkipJump, {dec['queries']} queries: {dec['not_found']} of {dec['n_images']} not found")
+                title=f"{dec['attack']}, {dec['queries']} queries: {dec['not_found']} of {dec['n_images']} not found")
     if white:
         pairs = [(w, d) for w, d in zip(white["values"], dec["values"]) if w and d]
         ax = axes[1]

@@ -16,8 +16,8 @@ model in eval mode:
 - AutoAttack (``standard``, or ``rand`` for stochastic models) at one ε on a subset;
 - the Square black-box attack at the same ε (sanity check);
 - per-image minimal L2 (and L∞) perturbation by binary search over PGD: median + histogram;
-- per-image L2 distance reached by a decision-based attack (HopSkipJump, labels only) within
-  a query budget: median + histogram;
+- per-image L2 distance reached by a decision-based attack (labels only: HopSkipJump or the
+  Boundary Attack, run by ART) within a query budget: median + histogram;
 - sanity flags (:mod:`~neuroreg.evaluation.sanity`);
 - brain similarity per layer when a recording and layers are given.
 
@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from neuroreg.evaluation.attacks.decision import DECISION_ATTACKS
 from neuroreg.evaluation.measurements import (
     FGSM,
     PGD,
@@ -72,9 +73,10 @@ class Budget:
         square_images, square_queries: the black-box check.
         minimal_images, minimal_search_steps, minimal_l2_max, minimal_linf_max: the
             minimal perturbation search.
-        decision_images, decision_queries: the decision-based L2 attack
-            (:func:`~neuroreg.evaluation.attacks.decision.hop_skip_jump`): images and label queries
-            per image.
+        decision_images, decision_queries, decision_attack: the decision-based L2 attack:
+            images, label queries per image, and which attack (a key of
+            :data:`~neuroreg.evaluation.attacks.decision.DECISION_ATTACKS`: ``"hopskipjump"``
+            or ``"boundary"``, the Boundary Attack Li et al. 2019 used).
         large_epsilon: the "near-zero accuracy" check (L∞), on ``check_images`` images.
     """
 
@@ -99,8 +101,15 @@ class Budget:
     minimal_linf_max: float = 0.25
     decision_images: int = 0
     decision_queries: int = 1000
+    decision_attack: str = "hopskipjump"
     large_epsilon: float | None = None
     check_images: int = 100
+
+    def __post_init__(self) -> None:
+        if self.decision_attack not in DECISION_ATTACKS:
+            raise ValueError(
+                f"Budget.decision_attack: expected one of {sorted(DECISION_ATTACKS)}, found {self.decision_attack!r}"
+            )
 
 
 _LINF = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255)

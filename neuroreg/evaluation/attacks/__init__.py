@@ -10,8 +10,8 @@ The model is called as a function ``model(images) -> logits [batch, classes]`` o
 in [0, 1]; normalisation is its own business. **The caller puts the model in eval mode**
 (dropout off, batch-norm running statistics) before attacking; these functions neither
 check nor change the mode, and never touch parameter gradients (they differentiate with
-respect to the input only). :func:`~neuroreg.evaluation.attacks.decision.hop_skip_jump` sees only predicted labels and runs
-without gradients.
+respect to the input only). The decision-based attacks of
+:mod:`~neuroreg.evaluation.attacks.decision` see only predicted labels and run without gradients.
 
 One module per family:
 
@@ -20,5 +20,5 @@ One module per family:
 - :mod:`~neuroreg.evaluation.attacks.minimal`: :func:`minimal_epsilon`, binary search over PGD radii.
 - :mod:`~neuroreg.evaluation.attacks.autoattack`: the AutoAttack ensemble (``pyautoattack``).
 - :mod:`~neuroreg.evaluation.attacks.square`: the Square black-box attack (``pyautoattack``).
-- :mod:`~neuroreg.evaluation.attacks.decision`: the label-only :func:`hop_skip_jump`.
+- :mod:`~neuroreg.evaluation.attacks.decision`: the label-only :func:`hop_skip_jump` and :func:`boundary_attack` (ART).
 """
