@@ -10,9 +10,14 @@ model in eval mode:
   ``rCE_c = Σ_s (E_{c,s} - E_clean) / Σ_s (E^{base}_{c,s} - E^{base}_clean)``
   (Hendrycks & Dietterich 2019), averaged over corruptions (mCE, relative mCE; a
   corruption on which the baseline makes no error is left out, ``null``);
-- PGD L∞ and L2 and FGSM L∞ over ε grids (PGD curves are cumulative: an example counts
-  as robust at ε only if no attack at any ε' <= ε broke it), with expectation over
-  transformation when the model is stochastic;
+- the robust accuracy over the L∞ and L2 ε grids: the per-image worst case over an
+  attack ensemble (the budget's PGD, AutoAttack's APGD-CE and APGD-T; for a stochastic
+  model APGD-CE and APGD-DLR with expectation over transformation), cumulative in ε (an
+  example counts as robust at ε only if no member at any ε' <= ε broke it), with each
+  member's accuracy and per-image outcomes beside it;
+- PGD L∞ and L2 and FGSM L∞ over the same grids as diagnostics (few-step PGD alone
+  overstates robust accuracy), with expectation over transformation when the model is
+  stochastic;
 - AutoAttack (``standard``, or ``rand`` for stochastic models) at one ε on a subset;
 - the Square black-box attack at the same ε (sanity check);
 - per-image minimal L2 (and L∞) perturbation by binary search over PGD: median + histogram;
@@ -29,14 +34,17 @@ and :func:`metrics` flattens their sections. Suites differ only in their :class:
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
+import dataclasses
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from neuroreg.evaluation.attacks.autoattack import APGD_STANDARD
 from neuroreg.evaluation.measurements import (
     FGSM,
     PGD,
@@ -46,6 +54,7 @@ from neuroreg.evaluation.measurements import (
     Context,
     Corruptions,
     Decision,
+    Ensemble,
     GaussianNoise,
     Measurement,
     MinimalPerturbation,
@@ -76,6 +85,18 @@ class Budget:
             (:func:`~neuroreg.evaluation.attacks.decision.hop_skip_jump`): images and label queries
             per image.
         large_epsilon: the "near-zero accuracy" check (L∞), on ``check_images`` images.
+        robust_images: images of the robust accuracy (the per-image worst case over the
+            attack ensemble, :class:`~neuroreg.evaluation.measurements.Ensemble`) on the
+            L∞ and L2 grids (``None``: every evaluated image; >= 1).
+        apgd_steps, apgd_restarts, apgd_targets, apgd_eot_samples: strength of the
+            ensemble's APGD members (iterations, restarts, APGD-T target classes, EOT
+            samples for stochastic models); never below AutoAttack's own
+            (:data:`~neuroreg.evaluation.attacks.autoattack.APGD_STANDARD`).
+
+    Raises:
+        ValueError: a field out of range (ε outside [0, 1] for L∞, a negative L2 ε, an
+            unknown corruption or severity), or an ensemble weaker than AutoAttack's;
+            the message names the field, what was expected and what was found.
     """
 
     max_images: int | None = None
@@ -101,6 +122,80 @@ class Budget:
     decision_queries: int = 1000
     large_epsilon: float | None = None
     check_images: int = 100
+    robust_images: int | None = None
+    apgd_steps: int = APGD_STANDARD["steps"]
+    apgd_restarts: int = APGD_STANDARD["restarts"]
+    apgd_targets: int = APGD_STANDARD["targets"]
+    apgd_eot_samples: int = APGD_STANDARD["eot_samples"]
+
+    def __post_init__(self) -> None:
+        validate_budget(self)
+
+
+#: the Budget fields that set the attack ensemble's strength (floored at AutoAttack's own)
+ENSEMBLE_STRENGTH = tuple(f"apgd_{key}" for key in APGD_STANDARD)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _grid(budget: Budget, name: str, low: float, high: float) -> None:
+    values = getattr(budget, name)
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ValueError(f"Budget: field '{name}' must be a list of numbers, found {values!r}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not low <= v <= high:
+            raise ValueError(f"Budget: every entry of field '{name}' must be a number in [{low}, {high}], "
+                             f"found {v!r} in {list(values)}")
+
+
+def validate_budget(budget: Budget) -> None:
+    """Check a :class:`Budget` when it is made (before any model is attacked).
+
+    Grids: ``linf_epsilons`` and ``large_epsilon`` in [0, 1], ``l2_epsilons`` >= 0,
+    ``noise_sigmas`` >= 0; ``corruptions`` from
+    :data:`~neuroreg.evaluation.perturbations.CORRUPTIONS`, ``severities`` in 1..5. The
+    attack ensemble: ``robust_images`` ``None`` or >= 1, ``pgd_steps`` >= 0, ``pgd_restarts``
+    >= 1, and the APGD fields at least AutoAttack's
+    (:data:`~neuroreg.evaluation.attacks.autoattack.APGD_STANDARD`): a budget may cut
+    images and ε values, never the strength of the attack behind the robust accuracy.
+
+    Raises:
+        ValueError: naming the field, what was expected and what was found.
+
+    >>> validate_budget(Budget(apgd_steps=10))
+    Traceback (most recent call last):
+    ...
+    ValueError: Budget: field 'apgd_steps' sets the attack ensemble's strength and must be an integer >= 100 (AutoAttack's), found 10
+    """
+    _grid(budget, "linf_epsilons", 0.0, 1.0)
+    _grid(budget, "l2_epsilons", 0.0, math.inf)
+    _grid(budget, "noise_sigmas", 0.0, math.inf)
+    unknown = [c for c in budget.corruptions if c not in CORRUPTIONS]
+    if isinstance(budget.corruptions, str) or unknown:
+        raise ValueError(f"Budget: field 'corruptions' must list names from {list(CORRUPTIONS)}, "
+                         f"found unknown {unknown or budget.corruptions!r}")
+    bad = [s for s in budget.severities if not _is_int(s) or not 1 <= s <= 5]
+    if bad:
+        raise ValueError(f"Budget: field 'severities' must hold integers in 1..5, found {bad}")
+    le = budget.large_epsilon
+    if le is not None and (isinstance(le, bool) or not isinstance(le, (int, float)) or not 0 < le <= 1):
+        raise ValueError(f"Budget: field 'large_epsilon' must be None or a number in (0, 1], found {le!r}")
+    ri = budget.robust_images
+    if ri is not None and (not _is_int(ri) or ri < 1):
+        raise ValueError(f"Budget: field 'robust_images' must be None (every image) or an integer >= 1 "
+                         f"(the attack ensemble cannot be turned off), found {ri!r}")
+    for name, low in (("pgd_steps", 0), ("pgd_restarts", 1)):
+        v = getattr(budget, name)
+        if not _is_int(v) or v < low:
+            raise ValueError(f"Budget: field '{name}' must be an integer >= {low}, found {v!r}")
+    for key, floor in APGD_STANDARD.items():
+        name = f"apgd_{key}"
+        v = getattr(budget, name)
+        if not _is_int(v) or v < floor:
+            raise ValueError(f"Budget: field '{name}' sets the attack ensemble's strength and must be an integer "
+                             f">= {floor} (AutoAttack's), found {v!r}")
 
 
 _LINF = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255)
@@ -131,21 +226,28 @@ SUITES: dict[str, Budget] = {
 
 
 def budget_for(suite: str, **overrides: Any) -> Budget:
-    """The budget of ``suite`` with ``overrides`` (``None`` values ignored).
+    """The budget of ``suite`` with ``overrides`` (``None`` values ignored), validated
+    (:func:`validate_budget`).
 
     Raises:
-        ValueError: unknown suite (lists the known ones).
+        ValueError: unknown suite (lists the known ones), an unknown field, or a field out
+            of range.
     """
     if suite not in SUITES:
         raise ValueError(f"suite: expected one of {sorted(SUITES)}, found {suite!r}")
+    fields = {f.name for f in dataclasses.fields(Budget)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"Budget: expected fields from {sorted(fields)}, found unknown {unknown}")
     return replace(SUITES[suite], **{k: v for k, v in overrides.items() if v is not None})
 
 
 def default_measurements() -> list[Measurement]:
     """The measurements a suite runs, in order (a fresh list; pass a custom one to :func:`evaluate`).
 
-    Clean accuracy, Gaussian noise, corruptions, PGD L∞, FGSM L∞, PGD L2, AutoAttack,
-    minimal perturbation, the decision-based attack, the sanity checks (running the
+    Clean accuracy, Gaussian noise, corruptions, PGD L∞ (diagnostic), FGSM L∞, PGD L2
+    (diagnostic), the robust accuracy on the L∞ and L2 grids (the per-image worst case
+    over the attack ensemble: PGD, APGD-CE, APGD-T), AutoAttack, minimal perturbation, the decision-based attack, the sanity checks (running the
     Square black-box attack inside) and brain similarity. Each runs when the budget turns
     it on (:meth:`~neuroreg.evaluation.measurements.Measurement.enabled`).
 
@@ -153,8 +255,8 @@ def default_measurements() -> list[Measurement]:
     ['clean_accuracy', 'gaussian_noise', 'corruptions', 'pgd_linf']
     """
     return [
-        Clean(), GaussianNoise(), Corruptions(), PGD("linf"), FGSM(), PGD("l2"), AutoAttack(), MinimalPerturbation(),
-        Decision(), Sanity(black_box=Square()), Brain(),
+        Clean(), GaussianNoise(), Corruptions(), PGD("linf"), FGSM(), PGD("l2"), Ensemble("linf"), Ensemble("l2"),
+        AutoAttack(), MinimalPerturbation(), Decision(), Sanity(black_box=Square()), Brain(),
     ]
 
 
