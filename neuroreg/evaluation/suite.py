@@ -270,6 +270,22 @@ def metrics(report: Mapping[str, Any], measurements: Sequence[Measurement] | Non
     return metrics_of(report, default_measurements() if measurements is None else measurements)
 
 
+def check_brain_layers(model: nn.Module, layers: Sequence[str]) -> None:
+    """Refuse brain-similarity layers that are not module paths of ``model``'s backbone
+    (``model.backbone`` when present, else ``model``), before anything is measured.
+
+    Raises:
+        ValueError: naming the unknown layers and some of the known module paths.
+    """
+    module = getattr(model, "backbone", model)
+    known = [name for name, _ in module.named_modules() if name]
+    unknown = [layer for layer in layers if layer not in known]
+    if unknown:
+        shown = ", ".join(known[:12]) + (", …" if len(known) > 12 else "")
+        raise ValueError(f"brain_layers: expected module paths of the {type(module).__name__} ({shown}), "
+                         f"found unknown {unknown}")
+
+
 def _collect(loader: Iterable[Any], max_images: int | None, max_batches: int | None) -> tuple[Tensor, Tensor]:
     xs, ys, n = [], [], 0
     for i, batch in enumerate(loader):
@@ -323,7 +339,9 @@ def evaluate(
         progress: tqdm progress bar.
         batch_size: images per forward / attack batch.
         baseline: a report of the baseline run (for CE / relative CE).
-        recording, brain_layers, brain_tier: brain similarity (both needed to run it).
+        recording, brain_layers, brain_tier: brain similarity (both needed to run it); the
+            layers are checked against the model (:func:`check_brain_layers`) before any
+            measurement runs.
         eot_samples: force the EOT samples (default: ``budget.eot_samples`` if the model is
             stochastic, else 1); forcing 1 on a stochastic model trips a sanity flag.
         measurements: what to run, in order (default: :func:`default_measurements`); the first
@@ -346,6 +364,8 @@ def evaluate(
     from tqdm import tqdm
 
     todo = default_measurements() if measurements is None else list(measurements)
+    if recording is not None and brain_layers:
+        check_brain_layers(model, brain_layers)
     params = [p for p in model.parameters() if torch.is_floating_point(p)]
     home = params[0].device if params else torch.device("cpu")
     dtype = params[0].dtype if params else torch.float32
