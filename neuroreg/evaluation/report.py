@@ -137,7 +137,8 @@ def plot_robustness(
     Example:
         >>> import tempfile, os
         >>> r = {"gaussian_noise": {"sigma": [0, 0.1], "accuracy": [0.9, 0.8]},
-        ...      "pgd_linf": {"epsilon": [0, 0.03], "accuracy": [0.9, 0.1]}}
+        ...      "robust_linf": {"epsilon": [0, 0.03], "accuracy": [0.9, 0.05],
+        ...                      "members": {"pgd": [0.9, 0.1], "apgd_ce": [0.9, 0.05]}}}
         >>> plot_robustness(r, os.path.join(tempfile.mkdtemp(), "robustness.png")).name
         'robustness.png'
     """

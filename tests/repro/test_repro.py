@@ -78,7 +78,8 @@ scales:
     eval:
       suite: quick
       budget: {max_images: 32, corruptions: [gaussian_noise, contrast], severities: [1, 5], linf_epsilons: [0.0, 0.0156863],
-               l2_epsilons: [], minimal_images: 0, square_images: 0, check_images: 16, pgd_steps: 3, noise_sigmas: [0.0, 0.2]}
+               l2_epsilons: [], minimal_images: 0, square_images: 0, check_images: 16, pgd_steps: 3, noise_sigmas: [0.0, 0.2],
+               robust_images: 16}
 """
 
 
@@ -129,6 +130,15 @@ def test_recipe_errors_name_file_and_field(recipe_dir):
     broken(lambda r: r["scales"]["mini"]["arms"]["weak"].update(baseline="nope"), r"scales\.mini\.arms\.weak\.baseline.*one of the arms")
     broken(lambda r: r["scales"]["mini"]["arms"]["weak"].update(baseline="weak"), r"arms\.weak\.baseline.*not compared with itself")
     broken(lambda r: r["scales"]["mini"]["arms"]["weak"].update(basline="similarity"), r"arms\.weak\.basline")
+
+    # the budget is validated when the recipe is planned, before any fit: ranges, names, the ensemble's strength
+    broken(lambda r: r["scales"]["mini"]["eval"]["budget"].update(linf_epsilons=[0.0, 4.0]),
+           r"eval\.budget.*'linf_epsilons'.*\[0\.0, 1\.0\].*found 4\.0")
+    broken(lambda r: r["scales"]["mini"]["eval"]["budget"].update(l2_epsilons=[-1.0]), r"eval\.budget.*'l2_epsilons'.*-1\.0")
+    broken(lambda r: r["scales"]["mini"]["eval"]["budget"].update(corruptions=["fog", "smudge"]),
+           r"eval\.budget.*'corruptions'.*unknown \['smudge'\]")
+    broken(lambda r: r["scales"]["mini"]["eval"]["budget"].update(apgd_steps=10), r"eval\.budget.*'apgd_steps'.*>= 100")
+    broken(lambda r: r["scales"]["mini"]["eval"]["budget"].update(robust_images=0), r"eval\.budget.*'robust_images'")
 
     def chain(r):
         r["scales"]["mini"]["arms"]["weak"].update(baseline="similarity")
