@@ -7,7 +7,7 @@ AutoAttack's APGD-CE and APGD-T) and under the ensemble (the per-image worst cas
 ensemble's margin over PGD-10, then the wall time of the quick suite on the first model
 without the ensemble (the PGD-only suite of before) and with it, as a ratio in the last line.
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_attack_strength.py [--epochs 1] [--images 64] [--runs OUT]
+    OMP_NUM_THREADS=2 python benchmarks/bench_attack_strength.py [--epochs 1] [--images 16] [--runs OUT]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def train(config: Path, epochs: int, out: Path) -> Path:
         f"--trainer.default_root_dir={out}", f"--trainer.logger.init_args.save_dir={out / 'runs'}",
         "--trainer.enable_progress_bar=false",
     ])
-    return next(out.rglob("*.ckpt"))
+    return next(out.rglob("last.ckpt"), None) or next(out.rglob("*.ckpt"))
 
 
 def main() -> None:
@@ -43,11 +43,12 @@ def main() -> None:
 
     p = argparse.ArgumentParser()
     p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--images", type=int, default=64, help="images attacked per model")
+    p.add_argument("--images", type=int, default=16, help="images attacked per model")
     p.add_argument("--runs", type=Path, help="a neuroreg repro output folder: evaluate its checkpoints")
     args = p.parse_args()
     if args.runs is not None:
-        ckpts = sorted(args.runs.rglob("*.ckpt"))
+        folders = sorted({c.parent for c in args.runs.rglob("*.ckpt")})  # one checkpoint per run: last.ckpt if kept
+        ckpts = [f / "last.ckpt" if (f / "last.ckpt").is_file() else sorted(f.glob("*.ckpt"))[-1] for f in folders]
         if not ckpts:
             raise SystemExit(f"--runs {args.runs}: expected checkpoints (*.ckpt) below it, found none")
     else:

@@ -201,19 +201,22 @@ def validate_budget(budget: Budget) -> None:
 _LINF = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255)
 _L2 = (0.0, 0.25, 0.5, 1.0, 2.0)
 
-#: the three suites; they differ only in budgets
+#: the three suites; they differ only in budgets. Each runs the attack ensemble at AutoAttack's
+#: strength; ``quick`` on 16 images (APGD-T costs up to 900 gradient steps per image and ε, so
+#: on 2 CPU cores the quick suite can afford only a few), ``standard`` on 200, ``full`` on all
 SUITES: dict[str, Budget] = {
     "quick": Budget(
         max_images=128, noise_sigmas=(0.0, 0.1, 0.2, 0.3), corruptions=CORRUPTIONS, severities=(1, 3, 5),
         linf_epsilons=(0.0, 2 / 255, 4 / 255, 8 / 255, 16 / 255), l2_epsilons=(0.0, 0.5, 1.0, 2.0), pgd_steps=10,
         pgd_restarts=1, eot_samples=4, autoattack_images=0, square_images=32, square_queries=100, minimal_images=32,
         minimal_search_steps=5, decision_images=16, decision_queries=300, large_epsilon=0.5, check_images=64,
+        robust_images=16,
     ),
     "standard": Budget(
         max_images=1000, noise_sigmas=(0.0, 0.05, 0.1, 0.2, 0.3, 0.4), corruptions=CORRUPTIONS,
         linf_epsilons=_LINF, l2_epsilons=_L2, pgd_steps=20, pgd_restarts=2, eot_samples=10,
         autoattack_images=200, square_images=200, square_queries=1000, minimal_images=200, minimal_search_steps=8,
-        decision_images=100, decision_queries=1000, large_epsilon=0.5, check_images=200,
+        decision_images=100, decision_queries=1000, large_epsilon=0.5, check_images=200, robust_images=200,
     ),
     "full": Budget(
         max_images=None, noise_sigmas=(0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5), corruptions=CORRUPTIONS,
