@@ -87,7 +87,7 @@ class Budget:
         large_epsilon: the "near-zero accuracy" check (L∞), on ``check_images`` images.
         robust_images: images of the robust accuracy (the per-image worst case over the
             attack ensemble, :class:`~neuroreg.evaluation.measurements.Ensemble`) on the
-            L∞ and L2 grids (``None``: every evaluated image; >= 1).
+            L∞ and L2 grids: the first ones of the evaluated images (``None``: all; >= 1).
         apgd_steps, apgd_restarts, apgd_targets, apgd_eot_samples: strength of the
             ensemble's APGD members (iterations, restarts, APGD-T target classes, EOT
             samples for stochastic models); never below AutoAttack's own
@@ -122,7 +122,7 @@ class Budget:
     decision_queries: int = 1000
     large_epsilon: float | None = None
     check_images: int = 100
-    robust_images: int | None = None
+    robust_images: int | None = 16
     apgd_steps: int = APGD_STANDARD["steps"]
     apgd_restarts: int = APGD_STANDARD["restarts"]
     apgd_targets: int = APGD_STANDARD["targets"]
@@ -223,7 +223,7 @@ SUITES: dict[str, Budget] = {
         linf_epsilons=(0.0, 0.5 / 255, *_LINF[1:], 32 / 255), l2_epsilons=(*_L2, 4.0), pgd_steps=50,
         pgd_restarts=5, schedule="cosine", eot_samples=20, autoattack_images=1000, square_images=1000,
         square_queries=5000, minimal_images=1000, minimal_search_steps=10, decision_images=500,
-        decision_queries=5000, large_epsilon=0.5, check_images=500,
+        decision_queries=5000, large_epsilon=0.5, check_images=500, robust_images=None,
     ),
 }
 

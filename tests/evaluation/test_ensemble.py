@@ -52,7 +52,7 @@ def test_the_ensemble_is_the_per_image_worst_case_and_recomputes_from_per_image(
     model = linear(5)
     x, y = labelled(model, 40)
     y[:4] = (y[:4] + 1) % 5  # a few images wrong from the start: robust nowhere
-    section = run(model, x, y, Budget(linf_epsilons=(0.1, 0.0, 0.05, 0.02), pgd_steps=3))
+    section = run(model, x, y, Budget(linf_epsilons=(0.1, 0.0, 0.05, 0.02), pgd_steps=3, robust_images=None))
     assert list(section["members"]) == ["pgd", "apgd_ce", "apgd_t"] and section["flavour"] == "standard"
     assert section["n_images"] == 40 and section["epsilon"] == [0.1, 0.0, 0.05, 0.02]  # the caller's order
     per = section["per_image"]
@@ -93,12 +93,12 @@ def test_apgd_catches_a_saturated_softmax_that_few_step_pgd_misses() -> None:
     so PGD-CE only tries its random start; APGD-T's DLR loss is scale-invariant."""
     model = linear(5, scale=1e4, seed=1)
     x, y = labelled(model, 48, seed=1)
-    section = run(model, x, y, Budget(linf_epsilons=(0.0, 0.1), pgd_steps=10))
+    section = run(model, x, y, Budget(linf_epsilons=(0.0, 0.1), pgd_steps=10, robust_images=None))
     pgd_acc, apgd_t = section["members"]["pgd"][1], section["members"]["apgd_t"][1]
     assert pgd_acc > 0.5 and apgd_t <= pgd_acc - 0.4, section["members"]
     assert section["accuracy"][1] == min(a[1] for a in section["members"].values())
     # the same model unscaled: PGD gets gradients and breaks about as many images as APGD-T
-    plain = run(linear(5, seed=1), x, y, Budget(linf_epsilons=(0.0, 0.1), pgd_steps=10))
+    plain = run(linear(5, seed=1), x, y, Budget(linf_epsilons=(0.0, 0.1), pgd_steps=10, robust_images=None))
     assert plain["members"]["pgd"][1] <= apgd_t + 0.1
     # the loss is 0 where the gradient vanishes, so the input-gradient check does not see it: the ensemble does
     assert sanity.input_gradients(model, x, y)["passed"]
@@ -193,3 +193,11 @@ def test_metrics_hold_the_ensemble_headline_and_its_members() -> None:
     section = crafted({"pgd": [0.9, 0.5], "apgd_ce": [0.9, 0.45]}, [0.9, 0.44])
     m = metrics({"clean_accuracy": 0.9, "robust_linf": section})
     assert m["eval/robust_linf_accuracy_eps=0.01"] == 0.44 and m["eval/robust_linf/pgd_accuracy_eps=0.01"] == 0.5
+
+
+def test_robust_images_cuts_the_images_not_the_strength() -> None:
+    model = linear(4)
+    x, y = labelled(model, 12)
+    section = run(model, x, y, Budget(linf_epsilons=(0.0, 0.05), pgd_steps=1, robust_images=5))
+    assert section["n_images"] == 5 and all(len(r) == 5 for rows in section["per_image"].values() for r in rows)
+    assert section["apgd_steps"] == 100 and section["apgd_targets"] == 9
