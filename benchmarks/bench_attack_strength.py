@@ -7,7 +7,7 @@ AutoAttack's APGD-CE and APGD-T) and under the ensemble (the per-image worst cas
 ensemble's margin over PGD-10, then the wall time of the quick suite on the first model
 without the ensemble (the PGD-only suite of before) and with it, as a ratio in the last line.
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_attack_strength.py [--epochs 1] [--images 16] [--runs OUT]
+    OMP_NUM_THREADS=2 python benchmarks/bench_attack_strength.py [--epochs 1] [--images 16] [--runs OUT] [--suite-images N]
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--images", type=int, default=16, help="images attacked per model")
     p.add_argument("--runs", type=Path, help="a neuroreg repro output folder: evaluate its checkpoints")
+    p.add_argument("--suite-images", type=int, help="time the quick suite on this many test images (default: its own)")
     args = p.parse_args()
     if args.runs is not None:
         folders = sorted({c.parent for c in args.runs.rglob("*.ckpt")})  # one checkpoint per run: last.ckpt if kept
@@ -84,6 +85,9 @@ def main() -> None:
                   f"{cols[0] - ens:>+8.3f}")
 
     model, loader = loaded(ckpts[0])
+    if args.suite_images is not None:
+        quick = dataclasses.replace(quick, max_images=args.suite_images)
+    print(f"quick suite on {quick.max_images} images (the ensemble on {min(quick.max_images, quick.robust_images)})")
     walls = {}
     for label, ms in (("PGD only", [m for m in default_measurements() if not isinstance(m, Ensemble)]),
                       ("ensemble", default_measurements())):
