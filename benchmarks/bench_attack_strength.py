@@ -7,6 +7,9 @@ AutoAttack's APGD-CE and APGD-T) and under the ensemble (the per-image worst cas
 ensemble's margin over PGD-10, then the wall time of the quick suite on the first model
 without the ensemble (the PGD-only suite of before) and with it, as a ratio in the last line.
 
+On a machine shared with other jobs, OMP_NUM_THREADS=1 is much faster than 2 (threads wait on
+each other); the numbers below the table are wall times, so say which you ran.
+
     OMP_NUM_THREADS=2 python benchmarks/bench_attack_strength.py [--epochs 1] [--images 16] [--runs OUT] [--suite-images N]
 """
 
@@ -47,13 +50,14 @@ def main() -> None:
     p.add_argument("--runs", type=Path, help="a neuroreg repro output folder: evaluate its checkpoints")
     p.add_argument("--suite-images", type=int, help="time the quick suite on this many test images (default: its own)")
     args = p.parse_args()
+    root = args.runs
     if args.runs is not None:
         folders = sorted({c.parent for c in args.runs.rglob("*.ckpt")})  # one checkpoint per run: last.ckpt if kept
         ckpts = [f / "last.ckpt" if (f / "last.ckpt").is_file() else sorted(f.glob("*.ckpt"))[-1] for f in folders]
         if not ckpts:
             raise SystemExit(f"--runs {args.runs}: expected checkpoints (*.ckpt) below it, found none")
     else:
-        tmp = Path(tempfile.mkdtemp(prefix="neuroreg-bench-"))
+        tmp = root = Path(tempfile.mkdtemp(prefix="neuroreg-bench-"))
         base = ROOT / "experiments"
         ckpts = [train(base / c, args.epochs, tmp / Path(c).stem) for c in CONFIGS]
 
@@ -74,7 +78,7 @@ def main() -> None:
     for ckpt in ckpts:
         model, loader = loaded(ckpt)
         section = evaluate(model, loader, budget, measurements=only, progress=False, device="cpu")["robust_linf"]
-        name = str(ckpt.relative_to(ckpt.parents[3]) if len(ckpt.parents) > 3 else ckpt)[-39:]
+        name = "/".join(ckpt.relative_to(root).parts[:2])[:39]
         for i, eps in enumerate(section["epsilon"]):
             if eps == 0:
                 continue
