@@ -35,7 +35,7 @@ def curve_measurements() -> dict[str, Measurement]:
     (for ``corruptions``: the accuracy per severity averaged over the corruptions).
 
     >>> list(curve_measurements())
-    ['gaussian_noise', 'corruptions', 'pgd_linf', 'fgsm_linf', 'pgd_l2']
+    ['gaussian_noise', 'corruptions', 'pgd_linf', 'fgsm_linf', 'pgd_l2', 'robust_linf', 'robust_l2']
     """
     from neuroreg.evaluation.measurements import flatten
     from neuroreg.evaluation.suite import default_measurements

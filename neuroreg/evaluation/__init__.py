@@ -1,10 +1,13 @@
 """Robustness and brain-similarity evaluation.
 
 - :mod:`~neuroreg.evaluation.measurements`: one object per kind of evaluation (clean, Gaussian noise, corruptions,
-  PGD L∞ / L2, FGSM, AutoAttack, minimal perturbation, decision-based, Square, sanity, brain) with its name, budget
-  fields, run, scalars, sanity checks, curve axis and labels.
-- :mod:`~neuroreg.evaluation.suite`: the ``quick`` / ``standard`` / ``full`` budgets, the default measurement list
-  and :func:`~neuroreg.evaluation.suite.evaluate`, which runs it.
+  the robust accuracy ``robust_linf`` / ``robust_l2`` — the per-image worst case over the attack ensemble PGD,
+  APGD-CE, APGD-T, the headline —, PGD L∞ / L2 and FGSM as diagnostics, AutoAttack, minimal perturbation,
+  decision-based, Square, sanity, brain) with its name, budget fields, run, scalars, sanity checks, curve axis and
+  labels.
+- :mod:`~neuroreg.evaluation.suite`: the ``quick`` / ``standard`` / ``full`` budgets (validated when made; the
+  ensemble never below AutoAttack's strength), the default measurement list and
+  :func:`~neuroreg.evaluation.suite.evaluate`, which runs it.
 - :mod:`~neuroreg.evaluation.perturbations`: Gaussian noise and 12 common corruptions (5 severities, 32/64 px presets).
 - :mod:`~neuroreg.evaluation.attacks`: one module per family — PGD / FGSM (L∞, L2, restarts, EOT, step schedules),
   minimal perturbation search, AutoAttack and Square through ``pyautoattack``, the decision-based HopSkipJump and

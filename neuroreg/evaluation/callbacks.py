@@ -69,13 +69,16 @@ class RobustnessEvaluation(pl.Callback):
     - ``clean_accuracy = mean_i [argmax f(x_i) = y_i]``
     - noise accuracy at σ: ``mean_i [argmax f(clip(x_i + σ ε_i)) = y_i]``,
       ``ε_i ~ N(0, I)`` (the same draws for every σ: common random numbers)
-    - PGD-L∞ accuracy at ε: the fraction of examples that are classified correctly at
-      the clean image and at every adversarial image found for every ε' <= ε in the
-      list (an attack found inside a smaller ball also lies inside the larger one, so
-      the reported curve is an upper bound on robust accuracy, monotone in ε).
-      :func:`neuroreg.evaluation.attacks.gradient.pgd` with ``pgd_steps`` steps of size
-      ``2.5 ε / steps``, random start, ``pgd_restarts`` restarts; with expectation over
-      transformation when the model is stochastic.
+    - robust L∞ accuracy at ε (the headline): the fraction of the first
+      ``robust_images`` examples that are classified correctly at the clean image and
+      that every member of the attack ensemble fails on at every ε' <= ε in the list
+      (:class:`~neuroreg.evaluation.measurements.Ensemble`: the budget's PGD, APGD-CE and
+      APGD-T at AutoAttack's strength; APGD-CE and APGD-DLR with EOT when the model is
+      stochastic), with each member's accuracy and per-image outcomes beside it.
+    - PGD-L∞ accuracy at ε (a diagnostic): the same cumulative count under
+      :func:`neuroreg.evaluation.attacks.gradient.pgd` alone, with ``pgd_steps`` steps of
+      size ``2.5 ε / steps``, random start, ``pgd_restarts`` restarts; with expectation
+      over transformation when the model is stochastic.
 
     The datamodule's ``setup("test")`` is called, then ``test_dataloader()``; its batches
     are dicts ``{"image": [B, C, H, W] in [0, 1], "label": [B], ...}``. The module is
@@ -90,7 +93,7 @@ class RobustnessEvaluation(pl.Callback):
     ``trainer.default_root_dir``): ``report.json`` (written last, with ``"complete":
     true``), ``robustness.png`` and the other plots of
     :func:`~neuroreg.evaluation.report.write_outputs`; scalars ``eval/clean_accuracy``,
-    ``eval/noise_accuracy_sigma=<σ>``, ``eval/pgd_linf_accuracy_eps=<ε>``, … to every
+    ``eval/noise_accuracy_sigma=<σ>``, ``eval/robust_linf_accuracy_eps=<ε>``, … to every
     logger at ``trainer.global_step``. A failed sanity check is printed as a banner. The
     report dict is also kept as ``self.report``.
 
@@ -100,6 +103,8 @@ class RobustnessEvaluation(pl.Callback):
         pgd_epsilons: L∞ radii, each in [0, 1] (image units; 8/255 ≈ 0.0314).
         pgd_steps: PGD iterations (>= 1).
         pgd_restarts: random restarts per example (>= 1).
+        robust_images: images attacked by the ensemble (>= 1; ``None``: the suite's,
+            for the small default every evaluated image).
         max_images: evaluate at most this many test images (``None``: the suite's number).
         seed: seeds the noise, corruptions and attack start points.
         recording: path of a held-out NeuralRecording for brain similarity (with
@@ -121,6 +126,7 @@ class RobustnessEvaluation(pl.Callback):
         pgd_epsilons: Sequence[float] | None = None,
         pgd_steps: int | None = None,
         pgd_restarts: int | None = None,
+        robust_images: int | None = None,
         max_images: int | None = None,
         seed: int = 0,
         recording: str | None = None,
@@ -138,6 +144,8 @@ class RobustnessEvaluation(pl.Callback):
             overrides["pgd_steps"] = _check_int("pgd_steps", pgd_steps, 1)
         if pgd_restarts is not None:
             overrides["pgd_restarts"] = _check_int("pgd_restarts", pgd_restarts, 1)
+        if robust_images is not None:
+            overrides["robust_images"] = _check_int("robust_images", robust_images, 1)
         if max_images is not None:
             overrides["max_images"] = _check_int("max_images", max_images, 1)
         if isinstance(seed, bool) or not isinstance(seed, int):

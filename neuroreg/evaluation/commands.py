@@ -230,7 +230,7 @@ def evaluate_checkpoint(
     import torch
 
     from neuroreg.evaluation.report import write_eval_dir
-    from neuroreg.evaluation.suite import Budget, evaluate, metrics
+    from neuroreg.evaluation.suite import Budget, check_brain_layers, evaluate, metrics
     from neuroreg.runs.loggers import RunLogError, log_to_targets, resolve_targets
 
     if not isinstance(budget, Budget):
@@ -247,6 +247,11 @@ def evaluate_checkpoint(
     data = Path(data) if data is not None else None
     checkpoint = read_checkpoint(ckpt)
     model = load_model(ckpt, config, checkpoint)
+    if layers:
+        try:
+            check_brain_layers(model, layers)
+        except ValueError as err:
+            raise EvalError(f"--layers ({config}): {err}") from err
     step = int(checkpoint.get("global_step") or 0)
     del checkpoint
     datamodule = load_data(data) if data else load_data(config)

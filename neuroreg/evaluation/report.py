@@ -4,6 +4,9 @@ A report is a plain dict (see :class:`neuroreg.evaluation.callbacks.RobustnessEv
 
     {"clean_accuracy": 0.95,
      "gaussian_noise": {"sigma": [0.0, 0.1], "accuracy": [0.95, 0.9]},
+     "robust_linf": {"epsilon": [0.0, 0.0314], "accuracy": [0.95, 0.1], "n_images": 1000,
+                     "members": {"pgd": [0.95, 0.2], "apgd_ce": [0.95, 0.12], "apgd_t": [0.95, 0.1]},
+                     "per_image": {"pgd": [[1, 0, …], …], …}},
      "pgd_linf": {"epsilon": [0.0, 0.0314], "accuracy": [0.95, 0.2], "steps": 10, "restarts": 1},
      "n_images": 1000, "checkpoint": "…/best.ckpt", "seed": 0}
 
@@ -112,9 +115,10 @@ def plot_robustness(
 ) -> Path:
     """Plot accuracy against perturbation size, one panel per curve measurement, into one PNG, atomically.
 
-    The panels are the measurements with ``panel`` set (Gaussian noise σ, PGD L∞ ε with
-    its axis in units of 1/255, PGD L2 ε); ``panel = 2`` ones must be in the report, the
-    others are drawn when measured. A measurement with ``overlay`` (FGSM) is drawn into
+    The panels are the measurements with ``panel`` set (Gaussian noise σ, the robust L∞
+    accuracy of the attack ensemble with its axis in units of 1/255, the robust L2
+    accuracy); ``panel = 2`` ones must be in the report, the others are drawn when
+    measured. A measurement with ``overlay`` (the PGD diagnostics, FGSM) is drawn into
     that panel. Clean accuracy is a dashed line in every panel. Uses matplotlib's Agg
     canvas directly (no pyplot, no global backend change), so it works headless.
 
@@ -133,7 +137,8 @@ def plot_robustness(
     Example:
         >>> import tempfile, os
         >>> r = {"gaussian_noise": {"sigma": [0, 0.1], "accuracy": [0.9, 0.8]},
-        ...      "pgd_linf": {"epsilon": [0, 0.03], "accuracy": [0.9, 0.1]}}
+        ...      "robust_linf": {"epsilon": [0, 0.03], "accuracy": [0.9, 0.05],
+        ...                      "members": {"pgd": [0.9, 0.1], "apgd_ce": [0.9, 0.05]}}}
         >>> plot_robustness(r, os.path.join(tempfile.mkdtemp(), "robustness.png")).name
         'robustness.png'
     """
@@ -155,7 +160,11 @@ def plot_robustness(
     axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
     for ax, m in zip(axes, panels):
         xs, accs = curves[m.name]
-        ax.plot([x * m.axis_scale for x in xs], accs, marker="o")
+        ax.plot([x * m.axis_scale for x in xs], accs, marker="o", label=m.label)
+        section = report[m.name]
+        members = section.get("members") if isinstance(section, Mapping) else None
+        for member, member_accs in (members or {}).items():  # an ensemble's members, each alone
+            ax.plot([x * m.axis_scale for x in xs], member_accs, linestyle=":", linewidth=1, label=member)
         scale = "" if m.axis_scale == 1 else f" × {m.axis_scale:g}"
         ax.set(xlabel=m.axis_label + scale, title=m.title(report[m.name]))
         for other in ms:

@@ -50,6 +50,45 @@ def pgd_stronger_than_fgsm(
     return _flag(not bad, detail)
 
 
+def stronger_attack_not_weaker(
+    epsilons: Sequence[float], members: Mapping[str, Sequence[float]], weaker: str = "pgd", tolerance: float = 0.02
+) -> dict[str, Any]:
+    """Every stronger ensemble member (APGD-CE, APGD-T, …) must reach accuracy <= the
+    weaker one's (few-step PGD) at every ε on the same images, up to ``tolerance``.
+
+    Args:
+        epsilons: the ε grid; members: ``{member: [accuracy per ε]}``, ``weaker`` among them.
+
+    A stronger attack that does worse than the weaker one points at a broken attack (a
+    loss it cannot use, wrong labels or ε) rather than at a robust model.
+    """
+    if weaker not in members:
+        return _flag(True, f"no {weaker} member to compare with", weaker=weaker)
+    base = members[weaker]
+    bad = [(name, e, a, p) for name, accs in members.items() if name != weaker
+           for e, a, p in zip(epsilons, accs, base) if a > p + tolerance]
+    detail = f"every stronger member is at least as strong as {weaker} at every ε (tolerance {tolerance})" if not bad else (
+        "a stronger attack does worse than the weaker " + weaker + ": "
+        + ", ".join(f"{name} {a:.3f} > {weaker} {p:.3f} at ε={e:.4g}" for name, e, a, p in bad)
+    )
+    return _flag(not bad, detail, weaker=weaker, tolerance=tolerance)
+
+
+def headline_is_worst_case(
+    epsilons: Sequence[float], headline: Sequence[float], members: Mapping[str, Sequence[float]], tolerance: float = 1e-9
+) -> dict[str, Any]:
+    """The headline robust accuracy (the per-image worst case over the ensemble) must be
+    <= the accuracy of every member at every ε; a member below it means the headline was
+    computed wrongly (not on the same images, or not as a worst case)."""
+    bad = [(name, e, a, h) for name, accs in members.items()
+           for e, a, h in zip(epsilons, accs, headline) if a < h - tolerance]
+    detail = "the headline is <= every ensemble member at every ε" if not bad else (
+        "an ensemble member is below the headline (it must be the per-image worst case): "
+        + ", ".join(f"{name} {a:.3f} < headline {h:.3f} at ε={e:.4g}" for name, e, a, h in bad)
+    )
+    return _flag(not bad, detail)
+
+
 def large_epsilon_breaks(accuracy: float, epsilon: float, threshold: float = 0.05) -> dict[str, Any]:
     """At a very large ε (e.g. L∞ 0.5: any image can be moved to mid-grey) accuracy must be near 0."""
     ok = accuracy <= threshold

@@ -10,9 +10,14 @@ model in eval mode:
   ``rCE_c = Σ_s (E_{c,s} - E_clean) / Σ_s (E^{base}_{c,s} - E^{base}_clean)``
   (Hendrycks & Dietterich 2019), averaged over corruptions (mCE, relative mCE; a
   corruption on which the baseline makes no error is left out, ``null``);
-- PGD L∞ and L2 and FGSM L∞ over ε grids (PGD curves are cumulative: an example counts
-  as robust at ε only if no attack at any ε' <= ε broke it), with expectation over
-  transformation when the model is stochastic;
+- the robust accuracy over the L∞ and L2 ε grids: the per-image worst case over an
+  attack ensemble (the budget's PGD, AutoAttack's APGD-CE and APGD-T; for a stochastic
+  model APGD-CE and APGD-DLR with expectation over transformation), cumulative in ε (an
+  example counts as robust at ε only if no member at any ε' <= ε broke it), with each
+  member's accuracy and per-image outcomes beside it;
+- PGD L∞ and L2 and FGSM L∞ over the same grids as diagnostics (few-step PGD alone
+  overstates robust accuracy), with expectation over transformation when the model is
+  stochastic;
 - AutoAttack (``standard``, or ``rand`` for stochastic models) at one ε on a subset;
 - the Square black-box attack at the same ε (sanity check);
 - per-image minimal L2 (and L∞) perturbation by binary search over PGD: median + histogram;
@@ -29,14 +34,17 @@ and :func:`metrics` flattens their sections. Suites differ only in their :class:
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
+import dataclasses
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from neuroreg.evaluation.attacks.autoattack import APGD_STANDARD
 from neuroreg.evaluation.attacks.decision import DECISION_ATTACKS
 from neuroreg.evaluation.measurements import (
     FGSM,
@@ -47,6 +55,7 @@ from neuroreg.evaluation.measurements import (
     Context,
     Corruptions,
     Decision,
+    Ensemble,
     GaussianNoise,
     Measurement,
     MinimalPerturbation,
@@ -78,6 +87,18 @@ class Budget:
             :data:`~neuroreg.evaluation.attacks.decision.DECISION_ATTACKS`: ``"hopskipjump"``
             or ``"boundary"``, the Boundary Attack Li et al. 2019 used).
         large_epsilon: the "near-zero accuracy" check (L∞), on ``check_images`` images.
+        robust_images: images of the robust accuracy (the per-image worst case over the
+            attack ensemble, :class:`~neuroreg.evaluation.measurements.Ensemble`) on the
+            L∞ and L2 grids: the first ones of the evaluated images (``None``: all; >= 1).
+        apgd_steps, apgd_restarts, apgd_targets, apgd_eot_samples: strength of the
+            ensemble's APGD members (iterations, restarts, APGD-T target classes, EOT
+            samples for stochastic models); never below AutoAttack's own
+            (:data:`~neuroreg.evaluation.attacks.autoattack.APGD_STANDARD`).
+
+    Raises:
+        ValueError: a field out of range (ε outside [0, 1] for L∞, a negative L2 ε, an
+            unknown corruption or severity), or an ensemble weaker than AutoAttack's;
+            the message names the field, what was expected and what was found.
     """
 
     max_images: int | None = None
@@ -104,57 +125,138 @@ class Budget:
     decision_attack: str = "hopskipjump"
     large_epsilon: float | None = None
     check_images: int = 100
+    robust_images: int | None = 16
+    apgd_steps: int = APGD_STANDARD["steps"]
+    apgd_restarts: int = APGD_STANDARD["restarts"]
+    apgd_targets: int = APGD_STANDARD["targets"]
+    apgd_eot_samples: int = APGD_STANDARD["eot_samples"]
 
     def __post_init__(self) -> None:
-        if self.decision_attack not in DECISION_ATTACKS:
-            raise ValueError(
-                f"Budget.decision_attack: expected one of {sorted(DECISION_ATTACKS)}, found {self.decision_attack!r}"
-            )
+        validate_budget(self)
+
+
+#: the Budget fields that set the attack ensemble's strength (floored at AutoAttack's own)
+ENSEMBLE_STRENGTH = tuple(f"apgd_{key}" for key in APGD_STANDARD)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _grid(budget: Budget, name: str, low: float, high: float) -> None:
+    values = getattr(budget, name)
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ValueError(f"Budget: field '{name}' must be a list of numbers, found {values!r}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not low <= v <= high:
+            raise ValueError(f"Budget: every entry of field '{name}' must be a number in [{low}, {high}], "
+                             f"found {v!r} in {list(values)}")
+
+
+def validate_budget(budget: Budget) -> None:
+    """Check a :class:`Budget` when it is made (before any model is attacked).
+
+    Grids: ``linf_epsilons`` and ``large_epsilon`` in [0, 1], ``l2_epsilons`` >= 0,
+    ``noise_sigmas`` >= 0; ``corruptions`` from
+    :data:`~neuroreg.evaluation.perturbations.CORRUPTIONS`, ``severities`` in 1..5. The
+    attack ensemble: ``robust_images`` ``None`` or >= 1, ``pgd_steps`` >= 0, ``pgd_restarts``
+    >= 1, and the APGD fields at least AutoAttack's
+    (:data:`~neuroreg.evaluation.attacks.autoattack.APGD_STANDARD`): a budget may cut
+    images and ε values, never the strength of the attack behind the robust accuracy.
+
+    Raises:
+        ValueError: naming the field, what was expected and what was found.
+
+    >>> validate_budget(Budget(apgd_steps=10))
+    Traceback (most recent call last):
+    ...
+    ValueError: Budget: field 'apgd_steps' sets the attack ensemble's strength and must be an integer >= 100 (AutoAttack's), found 10
+    """
+    _grid(budget, "linf_epsilons", 0.0, 1.0)
+    _grid(budget, "l2_epsilons", 0.0, math.inf)
+    _grid(budget, "noise_sigmas", 0.0, math.inf)
+    unknown = [c for c in budget.corruptions if c not in CORRUPTIONS]
+    if isinstance(budget.corruptions, str) or unknown:
+        raise ValueError(f"Budget: field 'corruptions' must list names from {list(CORRUPTIONS)}, "
+                         f"found unknown {unknown or budget.corruptions!r}")
+    bad = [s for s in budget.severities if not _is_int(s) or not 1 <= s <= 5]
+    if bad:
+        raise ValueError(f"Budget: field 'severities' must hold integers in 1..5, found {bad}")
+    le = budget.large_epsilon
+    if le is not None and (isinstance(le, bool) or not isinstance(le, (int, float)) or not 0 < le <= 1):
+        raise ValueError(f"Budget: field 'large_epsilon' must be None or a number in (0, 1], found {le!r}")
+    ri = budget.robust_images
+    if ri is not None and (not _is_int(ri) or ri < 1):
+        raise ValueError(f"Budget: field 'robust_images' must be None (every image) or an integer >= 1 "
+                         f"(the attack ensemble cannot be turned off), found {ri!r}")
+    for name, low in (("pgd_steps", 0), ("pgd_restarts", 1)):
+        v = getattr(budget, name)
+        if not _is_int(v) or v < low:
+            raise ValueError(f"Budget: field '{name}' must be an integer >= {low}, found {v!r}")
+    if budget.decision_attack not in DECISION_ATTACKS:
+        raise ValueError(f"Budget.decision_attack: expected one of {sorted(DECISION_ATTACKS)}, "
+                         f"found {budget.decision_attack!r}")
+    for key, floor in APGD_STANDARD.items():
+        name = f"apgd_{key}"
+        v = getattr(budget, name)
+        if not _is_int(v) or v < floor:
+            raise ValueError(f"Budget: field '{name}' sets the attack ensemble's strength and must be an integer "
+                             f">= {floor} (AutoAttack's), found {v!r}")
 
 
 _LINF = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255)
 _L2 = (0.0, 0.25, 0.5, 1.0, 2.0)
 
-#: the three suites; they differ only in budgets
+#: the three suites; they differ only in budgets. Each runs the attack ensemble at AutoAttack's
+#: strength; ``quick`` on 16 images (APGD-T costs up to 900 gradient steps per image and ε, so
+#: on 2 CPU cores the quick suite can afford only a few), ``standard`` on 200, ``full`` on all
 SUITES: dict[str, Budget] = {
     "quick": Budget(
         max_images=128, noise_sigmas=(0.0, 0.1, 0.2, 0.3), corruptions=CORRUPTIONS, severities=(1, 3, 5),
         linf_epsilons=(0.0, 2 / 255, 4 / 255, 8 / 255, 16 / 255), l2_epsilons=(0.0, 0.5, 1.0, 2.0), pgd_steps=10,
         pgd_restarts=1, eot_samples=4, autoattack_images=0, square_images=32, square_queries=100, minimal_images=32,
         minimal_search_steps=5, decision_images=16, decision_queries=300, large_epsilon=0.5, check_images=64,
+        robust_images=16,
     ),
     "standard": Budget(
         max_images=1000, noise_sigmas=(0.0, 0.05, 0.1, 0.2, 0.3, 0.4), corruptions=CORRUPTIONS,
         linf_epsilons=_LINF, l2_epsilons=_L2, pgd_steps=20, pgd_restarts=2, eot_samples=10,
         autoattack_images=200, square_images=200, square_queries=1000, minimal_images=200, minimal_search_steps=8,
-        decision_images=100, decision_queries=1000, large_epsilon=0.5, check_images=200,
+        decision_images=100, decision_queries=1000, large_epsilon=0.5, check_images=200, robust_images=200,
     ),
     "full": Budget(
         max_images=None, noise_sigmas=(0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5), corruptions=CORRUPTIONS,
         linf_epsilons=(0.0, 0.5 / 255, *_LINF[1:], 32 / 255), l2_epsilons=(*_L2, 4.0), pgd_steps=50,
         pgd_restarts=5, schedule="cosine", eot_samples=20, autoattack_images=1000, square_images=1000,
         square_queries=5000, minimal_images=1000, minimal_search_steps=10, decision_images=500,
-        decision_queries=5000, large_epsilon=0.5, check_images=500,
+        decision_queries=5000, large_epsilon=0.5, check_images=500, robust_images=None,
     ),
 }
 
 
 def budget_for(suite: str, **overrides: Any) -> Budget:
-    """The budget of ``suite`` with ``overrides`` (``None`` values ignored).
+    """The budget of ``suite`` with ``overrides`` (``None`` values ignored), validated
+    (:func:`validate_budget`).
 
     Raises:
-        ValueError: unknown suite (lists the known ones).
+        ValueError: unknown suite (lists the known ones), an unknown field, or a field out
+            of range.
     """
     if suite not in SUITES:
         raise ValueError(f"suite: expected one of {sorted(SUITES)}, found {suite!r}")
+    fields = {f.name for f in dataclasses.fields(Budget)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"Budget: expected fields from {sorted(fields)}, found unknown {unknown}")
     return replace(SUITES[suite], **{k: v for k, v in overrides.items() if v is not None})
 
 
 def default_measurements() -> list[Measurement]:
     """The measurements a suite runs, in order (a fresh list; pass a custom one to :func:`evaluate`).
 
-    Clean accuracy, Gaussian noise, corruptions, PGD L∞, FGSM L∞, PGD L2, AutoAttack,
-    minimal perturbation, the decision-based attack, the sanity checks (running the
+    Clean accuracy, Gaussian noise, corruptions, PGD L∞ (diagnostic), FGSM L∞, PGD L2
+    (diagnostic), the robust accuracy on the L∞ and L2 grids (the per-image worst case
+    over the attack ensemble: PGD, APGD-CE, APGD-T), AutoAttack, minimal perturbation, the decision-based attack, the sanity checks (running the
     Square black-box attack inside) and brain similarity. Each runs when the budget turns
     it on (:meth:`~neuroreg.evaluation.measurements.Measurement.enabled`).
 
@@ -162,8 +264,8 @@ def default_measurements() -> list[Measurement]:
     ['clean_accuracy', 'gaussian_noise', 'corruptions', 'pgd_linf']
     """
     return [
-        Clean(), GaussianNoise(), Corruptions(), PGD("linf"), FGSM(), PGD("l2"), AutoAttack(), MinimalPerturbation(),
-        Decision(), Sanity(black_box=Square()), Brain(),
+        Clean(), GaussianNoise(), Corruptions(), PGD("linf"), FGSM(), PGD("l2"), Ensemble("linf"), Ensemble("l2"),
+        AutoAttack(), MinimalPerturbation(), Decision(), Sanity(black_box=Square()), Brain(),
     ]
 
 
@@ -175,6 +277,22 @@ def metrics(report: Mapping[str, Any], measurements: Sequence[Measurement] | Non
     {'eval/clean_accuracy': 0.5, 'eval/noise_accuracy_sigma=0.1': 0.25}
     """
     return metrics_of(report, default_measurements() if measurements is None else measurements)
+
+
+def check_brain_layers(model: nn.Module, layers: Sequence[str]) -> None:
+    """Refuse brain-similarity layers that are not module paths of ``model``'s backbone
+    (``model.backbone`` when present, else ``model``), before anything is measured.
+
+    Raises:
+        ValueError: naming the unknown layers and some of the known module paths.
+    """
+    module = getattr(model, "backbone", model)
+    known = [name for name, _ in module.named_modules() if name]
+    unknown = [layer for layer in layers if layer not in known]
+    if unknown:
+        shown = ", ".join(known[:12]) + (", …" if len(known) > 12 else "")
+        raise ValueError(f"brain_layers: expected module paths of the {type(module).__name__} ({shown}), "
+                         f"found unknown {unknown}")
 
 
 def _collect(loader: Iterable[Any], max_images: int | None, max_batches: int | None) -> tuple[Tensor, Tensor]:
@@ -230,7 +348,9 @@ def evaluate(
         progress: tqdm progress bar.
         batch_size: images per forward / attack batch.
         baseline: a report of the baseline run (for CE / relative CE).
-        recording, brain_layers, brain_tier: brain similarity (both needed to run it).
+        recording, brain_layers, brain_tier: brain similarity (both needed to run it); the
+            layers are checked against the model (:func:`check_brain_layers`) before any
+            measurement runs.
         eot_samples: force the EOT samples (default: ``budget.eot_samples`` if the model is
             stochastic, else 1); forcing 1 on a stochastic model trips a sanity flag.
         measurements: what to run, in order (default: :func:`default_measurements`); the first
@@ -253,6 +373,8 @@ def evaluate(
     from tqdm import tqdm
 
     todo = default_measurements() if measurements is None else list(measurements)
+    if recording is not None and brain_layers:
+        check_brain_layers(model, brain_layers)
     params = [p for p in model.parameters() if torch.is_floating_point(p)]
     home = params[0].device if params else torch.device("cpu")
     dtype = params[0].dtype if params else torch.float32

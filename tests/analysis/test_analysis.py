@@ -45,6 +45,8 @@ def _report(clean: float, drop: float) -> dict:
         "complete": True, "n_images": 32, "clean_accuracy": clean,
         "gaussian_noise": {"sigma": [0.2, 0.0, 0.1], "accuracy": [clean - 2 * drop, clean, clean - drop]},
         "pgd_linf": {"epsilon": [0.0, 0.01], "accuracy": [clean, clean - 3 * drop]},
+        "robust_linf": {"epsilon": [0.0, 0.01], "accuracy": [clean, clean - 3 * drop], "n_images": 32,
+                        "members": {"pgd": [clean, clean - 3 * drop], "apgd_ce": [clean, clean - 3 * drop]}},
         "corruptions": {"per_corruption": {"fog": {"severity": [1, 5], "accuracy": [clean, clean - 4 * drop]},
                                            "contrast": {"severity": [1, 5], "accuracy": [clean - drop, clean - 2 * drop]}},
                         "mean_accuracy": clean - 1.75 * drop},
@@ -158,7 +160,7 @@ def test_load_repro_errors_name_the_file_and_field(tmp_path):
 def test_curves_are_mean_and_t_interval_over_seeds(tmp_path):
     res = load_repro(make_repro(tmp_path))
     curves = robustness_curves(res)
-    assert list(curves) == ["gaussian_noise", "corruptions", "pgd_linf"]
+    assert list(curves) == ["gaussian_noise", "corruptions", "pgd_linf", "robust_linf"]
     c = curves["gaussian_noise"]["baseline"]
     np.testing.assert_allclose(c.x, [0.0, 0.1, 0.2])  # sorted
     np.testing.assert_allclose(c.values, [[0.9, 0.8, 0.7], [0.7, 0.6, 0.5]])
@@ -176,7 +178,7 @@ def test_curves_are_mean_and_t_interval_over_seeds(tmp_path):
     with pytest.raises(AnalysisError, match="r2: field 'pgd_l2'"):
         curve_over_seeds([{**_report(0.5, 0.0), "pgd_l2": {"epsilon": [0.0], "accuracy": [0.5]}}, _report(0.5, 0.0)], "pgd_l2", names=["r1", "r2"])
     fig = plot_robustness(curves)
-    assert len([ax for ax in fig.axes if ax.get_visible()]) == 3
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 4
 
 
 def test_comparison_table_has_every_arm_and_paired_differences(tmp_path):
@@ -188,8 +190,10 @@ def test_comparison_table_has_every_arm_and_paired_differences(tmp_path):
     assert "noise σ=0.2" in table.column("metric") and "noise σ=0" not in table.column("metric")
     diff = comparison_table(res, diff=True)
     assert diff.columns == ["metric", "sim"]
-    # PGD at ε=0.01: sim − baseline per seed = (0.95−0.15) − (0.9−0.3) = 0.2 and (0.85−0.15) − (0.7−0.3) = 0.3
-    row = diff.rows[diff.column("metric").index("PGD L∞ ε=0.01")]
+    # robust accuracy (the attack ensemble, the headline) at ε=0.01: sim − baseline per seed
+    # = (0.95−0.15) − (0.9−0.3) = 0.2 and (0.85−0.15) − (0.7−0.3) = 0.3; PGD alone is a diagnostic, not a headline row
+    assert "PGD L∞ ε=0.01" not in diff.column("metric")
+    row = diff.rows[diff.column("metric").index("robust L∞ ε=0.01")]
     assert row[1] == f"0.250 ± {T975[1] * np.std([0.2, 0.3], ddof=1) / np.sqrt(2):.3f}"
     with pytest.raises(AnalysisError, match="was not measured"):
         comparison_table(res, metrics=["eval/autoattack_accuracy"])

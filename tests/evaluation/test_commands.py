@@ -22,14 +22,16 @@ def test_eval_writes_complete_report_and_compare_overlays(tmp_path: Path, capsys
     report = json.loads(report_path.read_text())
     assert report["complete"] is True and report["suite"] == "quick" and report["n_images"] == 12
     for key in ("clean_accuracy", "gaussian_noise", "corruptions", "pgd_linf", "pgd_l2", "fgsm_linf",
-                "minimal_perturbation", "sanity", "square", "decision"):
+                "minimal_perturbation", "sanity", "square", "decision", "robust_linf", "robust_l2"):
         assert key in report, key
+    assert set(report["robust_linf"]["per_image"]) == set(report["robust_linf"]["members"])  # kept per attack
     assert (report_path.parent / "robustness.png").is_file() and (report_path.parent / "metrics.csv").is_file()
     assert (report_path.parent / "decision.png").is_file() and "decision_vs_white_box" in report["sanity"]
 
     assert main(["compare", str(tmp_path / "run0"), str(tmp_path / "run1"), "--out", str(tmp_path / "cmp")]) == 0
     md = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "| run0 | 2 |" in md  # same config up to the seed: one group of two runs with a CI
+    assert "robust L∞ @ max ε" in md and "PGD L∞ @ max ε" in md  # the ensemble, and PGD's column beside it
     assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 1000
 
 

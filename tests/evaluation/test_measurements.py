@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from neuroreg.evaluation import sanity
+from neuroreg.evaluation.attacks.autoattack import apgd
 from neuroreg.evaluation.attacks.decision import hop_skip_jump
 from neuroreg.evaluation.attacks.gradient import fgsm, pgd
 from neuroreg.evaluation.attacks.minimal import minimal_epsilon
@@ -24,7 +25,7 @@ from neuroreg.evaluation.compare import compare
 from neuroreg.evaluation.measurements import Clean, Context, Measurement, flatten
 from neuroreg.evaluation.perturbations import corrupt, gaussian_noise
 from neuroreg.evaluation.report import write_eval_dir
-from neuroreg.evaluation.suite import SUITES, Budget, default_measurements, evaluate, metrics
+from neuroreg.evaluation.suite import ENSEMBLE_STRENGTH, SUITES, Budget, default_measurements, evaluate, metrics
 
 SHIPPED = list(flatten(default_measurements()))
 
@@ -50,10 +51,13 @@ def data(n: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
 
 def shrink(budget: Budget) -> Budget:
     """``budget`` cut to a few seconds: grids to their first and last value, counts to a few
-    images, queries and steps (so a new Budget field needs no edit here)."""
+    images, queries and steps (so a new Budget field needs no edit here); the attack
+    ensemble's strength stays (a budget may not cut it)."""
     small: dict[str, Any] = {}
     for f in dataclasses.fields(budget):
         v = getattr(budget, f.name)
+        if f.name in ENSEMBLE_STRENGTH:
+            continue
         if isinstance(v, tuple) and len(v) > 2:
             small[f.name] = (v[0], v[-1])
         elif isinstance(v, int) and not isinstance(v, bool) and v > 0:
@@ -207,6 +211,25 @@ def test_suite_numbers_equal_an_independent_recomputation() -> None:
                                      generator=g, schedule=b.schedule), y[c])
             accs.append(int(robust.sum()) / n)
         assert r[f"pgd_{norm}"]["accuracy"] == accs
+        section = r[f"robust_{norm}"]  # the ensemble: each member alone on the images it has not broken yet
+        assert set(section["members"]) == {"pgd", "apgd_ce"} and "apgd_t" in section["skipped"]  # 3 classes
+        worst = clean.clone()
+        for member in ("pgd", "apgd_ce"):
+            robust, accs = clean.clone(), []
+            g = gen(k + 10)
+            for e in sorted(eps_grid):
+                todo = robust.nonzero().flatten()
+                for s in range(0, len(todo), 30):
+                    idx = todo[s: s + 30]
+                    adv = (pgd(model, x[idx], y[idx], e, steps=b.pgd_steps, norm=norm, restarts=b.pgd_restarts,
+                               generator=g, schedule=b.schedule) if member == "pgd" else
+                           apgd(model, x[idx], y[idx], e, norm=norm, loss="ce", steps=100, seed=seed))
+                    robust[idx] &= ok(adv, y[idx])
+                accs.append(int(robust.sum()) / n)
+                if e == max(eps_grid):
+                    worst &= robust
+            assert section["members"][member] == accs, member
+        assert section["accuracy"][-1] == int(worst.sum()) / n == min(section["accuracy"])
     assert r["fgsm_linf"]["accuracy"] == [acc(lambda xc, yc: fgsm(model, xc, yc, e)) for e in b.linf_epsilons]
     l2 = minimal_epsilon(model, x[:4], y[:4], b.minimal_l2_max, norm="l2", steps=b.pgd_steps,
                          search_steps=b.minimal_search_steps, generator=gen(2000))
@@ -224,4 +247,6 @@ def test_suite_numbers_equal_an_independent_recomputation() -> None:
     # the recomputation is sensitive: the curves move with the draws (PGD with 0 steps: its random start only)
     assert len(set(noise)) > 1 and len(set(r["pgd_l2"]["accuracy"])) > 1
     assert set(r["sanity"]) == {"monotone_linf", "monotone_l2", "pgd_vs_fgsm", "large_epsilon", "black_box",
-                                "decision_vs_white_box", "eot", "gradients"}
+                                "decision_vs_white_box", "eot", "gradients", "monotone_robust_linf",
+                                "monotone_robust_l2", "robust_linf_stronger_members", "robust_l2_stronger_members",
+                                "robust_linf_headline", "robust_l2_headline"}

@@ -78,7 +78,8 @@ scales:
     eval:
       suite: quick
       budget: {max_images: 32, corruptions: [gaussian_noise, contrast], severities: [1, 5], linf_epsilons: [0.0, 0.0156863],
-               l2_epsilons: [], minimal_images: 0, square_images: 0, check_images: 16, pgd_steps: 3, noise_sigmas: [0.0, 0.2]}
+               l2_epsilons: [], minimal_images: 0, square_images: 0, check_images: 16, pgd_steps: 3, noise_sigmas: [0.0, 0.2],
+               robust_images: 16}
 """
 
 
@@ -134,6 +135,15 @@ def test_recipe_errors_name_file_and_field(recipe_dir):
     broken(lambda r: r["scales"]["mini"]["arms"]["weak"].update(baseline="nope"), r"scales\.mini\.arms\.weak\.baseline.*one of the arms")
     broken(lambda r: r["scales"]["mini"]["arms"]["weak"].update(baseline="weak"), r"arms\.weak\.baseline.*not compared with itself")
     broken(lambda r: r["scales"]["mini"]["arms"]["weak"].update(basline="similarity"), r"arms\.weak\.basline")
+
+    # the budget is validated when the recipe is planned, before any fit: ranges, names, the ensemble's strength
+    broken(lambda r: r["scales"]["mini"]["eval"]["budget"].update(linf_epsilons=[0.0, 4.0]),
+           r"eval\.budget.*'linf_epsilons'.*\[0\.0, 1\.0\].*found 4\.0")
+    broken(lambda r: r["scales"]["mini"]["eval"]["budget"].update(l2_epsilons=[-1.0]), r"eval\.budget.*'l2_epsilons'.*-1\.0")
+    broken(lambda r: r["scales"]["mini"]["eval"]["budget"].update(corruptions=["fog", "smudge"]),
+           r"eval\.budget.*'corruptions'.*unknown \['smudge'\]")
+    broken(lambda r: r["scales"]["mini"]["eval"]["budget"].update(apgd_steps=10), r"eval\.budget.*'apgd_steps'.*>= 100")
+    broken(lambda r: r["scales"]["mini"]["eval"]["budget"].update(robust_images=0), r"eval\.budget.*'robust_images'")
 
     def chain(r):
         r["scales"]["mini"]["arms"]["weak"].update(baseline="similarity")
@@ -448,6 +458,8 @@ def test_summary_statistics_and_failed_sanity_checks_are_reported(tmp_path):
         sanity = {"pgd_vs_fgsm": {"passed": True, "detail": "ok"},
                   "gradients": {"passed": (arm, seed) != ("reg", 1), "detail": "zero input gradients on 40 % of images"}}
         report = {"clean_accuracy": acc, "pgd_linf": {"epsilon": [0.0, 0.01], "accuracy": [acc, acc / 2]},
+                  "robust_linf": {"epsilon": [0.0, 0.01], "accuracy": [acc, acc / 2], "n_images": 16,
+                                  "members": {"pgd": [acc, acc / 2 + 0.1], "apgd_ce": [acc, acc / 2]}},
                   "sanity": sanity, "sanity_passed": all(c["passed"] for c in sanity.values()), "complete": True}
         (folder / "report.json").write_text(json.dumps(report))
         (folder / "done.json").write_text(json.dumps({"report": str(folder / "report.json")}))
@@ -465,7 +477,8 @@ def test_summary_statistics_and_failed_sanity_checks_are_reported(tmp_path):
     assert summary["arms"]["baseline"]["sanity_failed"] == []
     md = tables(summary)
     assert "**1 FAILED**" in md and "| reg | 1 | gradients |" in md
-    assert "| PGD L∞ ε=0.01 | 0.425 ± " in md
+    # the headline is the attack ensemble's robust accuracy; PGD alone is a diagnostic, not a headline row
+    assert "| robust L∞ ε=0.01 | 0.425 ± " in md and "| PGD L∞ ε=0.01 |" not in md
     # the same runs without the failure: the table says so
     (tmp_path / "reg1" / "report.json").write_text(
         (tmp_path / "reg1" / "report.json").read_text().replace('"passed": false', '"passed": true'))

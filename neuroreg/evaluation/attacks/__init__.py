@@ -18,7 +18,8 @@ One module per family:
 - :mod:`~neuroreg.evaluation.attacks.base`: norms, input validation, the EOT loss average.
 - :mod:`~neuroreg.evaluation.attacks.gradient`: :func:`pgd` and :func:`fgsm` (L∞ / L2, restarts, EOT, schedules).
 - :mod:`~neuroreg.evaluation.attacks.minimal`: :func:`minimal_epsilon`, binary search over PGD radii.
-- :mod:`~neuroreg.evaluation.attacks.autoattack`: the AutoAttack ensemble (``pyautoattack``).
+- :mod:`~neuroreg.evaluation.attacks.autoattack`: the AutoAttack ensemble and its APGD members one at a
+  time (:func:`~neuroreg.evaluation.attacks.autoattack.apgd`: APGD-CE, APGD-DLR, APGD-T; ``pyautoattack``).
 - :mod:`~neuroreg.evaluation.attacks.square`: the Square black-box attack (``pyautoattack``).
 - :mod:`~neuroreg.evaluation.attacks.decision`: the label-only :func:`hop_skip_jump` and :func:`boundary_attack` (ART).
 """
