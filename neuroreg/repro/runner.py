@@ -142,6 +142,26 @@ def _instantiate_data(section: dict[str, Any]) -> Any:
     return parser.instantiate_classes(parser.parse_object({"data": section}))["data"]
 
 
+def _check_brain_layers(recipe: Recipe, scale: Scale, label: str, cfg: dict[str, Any]) -> None:
+    """Refuse the scale's brain-similarity layers when they are not module paths of ``label``'s
+    backbone, at plan time (before any fit): the backbone is built from the resolved config."""
+    from jsonargparse import ArgumentParser
+    from torch import nn
+
+    from neuroreg.evaluation.suite import check_brain_layers
+
+    backbone = ((cfg.get("model") or {}).get("init_args") or {}).get("backbone")
+    if not scale.eval.layers or backbone is None:
+        return
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(nn.Module, "backbone", required=True, fail_untyped=False)
+    module = parser.instantiate_classes(parser.parse_object({"backbone": backbone}))["backbone"]
+    try:
+        check_brain_layers(module, scale.eval.layers)
+    except ValueError as err:
+        raise ReproError(f"{recipe.path}: field 'scales.{scale.name}.eval.layers' (arm {label!r}): {err}") from err
+
+
 # ------------------------------------------------------------------ stage work
 def _run_fetch(name: str, data_dir: str | None) -> Callable[[Stage], dict[str, Any]]:
     def run(stage: Stage) -> dict[str, Any]:
@@ -293,6 +313,7 @@ def plan(
             arm_targets[arm.label] = targets[key]
         else:
             arm_targets[arm.label] = None
+        _check_brain_layers(recipe, scale, arm.label, cfg)
         resolved[arm.label] = cfg
     stages += list(prepared.values()) + list(targets.values())
 

@@ -13,7 +13,7 @@ import yaml
 
 from neuroreg.cli import main
 from neuroreg.repro.recipe import RecipeError, list_recipes, load_recipe
-from neuroreg.repro.runner import plan, run_stages
+from neuroreg.repro.runner import ReproError, plan, run_stages
 from neuroreg.repro.stages import Stage, config_digest, content_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -243,6 +243,21 @@ def test_plan_keys_depend_on_content(recipe_dir, tmp_path):
     evals = [s for s in stages if s.kind == "eval"]
     non_base = [s for s in evals if s.info["arm"] != "baseline"]
     assert all(any(d.kind == "eval" and d.info["arm"] == "baseline" for d in s.deps) for s in non_base)
+
+
+def test_unknown_brain_layers_are_refused_when_planned(recipe_dir, tmp_path):
+    text = (recipe_dir / "recipe.yaml").read_text()
+    (recipe_dir / "held_out.h5").write_bytes(b"")  # never read: the plan stops before any stage runs
+    good = text.replace("      suite: quick\n", "      suite: quick\n      recording: held_out.h5\n      layers: [layer1, layer2]\n")
+    (recipe_dir / "recipe.yaml").write_text(good)
+    recipe = load_recipe(recipe_dir)
+    assert any(s.kind == "eval" for s in plan(recipe, recipe.scale("mini"), [0], tmp_path / "out", progress=False))
+    (recipe_dir / "recipe.yaml").write_text(good.replace("layers: [layer1, layer2]", "layers: [layer1, layer9]"))
+    recipe = load_recipe(recipe_dir)
+    with pytest.raises(ReproError, match=r"recipe.yaml: field 'scales.mini.eval.layers' \(arm 'baseline'\): .*"
+                                         r"SmallResNet.*found unknown \['layer9'\]"):
+        plan(recipe, recipe.scale("mini"), [0], tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 TWIN = """
