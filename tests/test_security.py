@@ -147,11 +147,17 @@ def test_resume_refuses_and_real_checkpoints_load_weights_only(tmp_path, marker,
     unfinished run's last.ckpt is replaced, the rerun that would resume it refuses."""
     monkeypatch.chdir(tmp_path)
     config = tiny_fit_config(tmp_path / "cfg.yaml")
+    from fsspec.implementations.local import get_umask
+
+    # fsspec (Lightning's checkpoint writer) caches the umask the first time a process saves a
+    # file; a real process has one umask, this test changes it mid-process, so drop the cache
+    get_umask.cache_clear()
     old = os.umask(0o002)
     try:
         assert main(["fit", "--config", str(config)]) == 0
     finally:
         os.umask(old)
+        get_umask.cache_clear()
     run = tmp_path / "runs" / "tiny" / "version_0"
     last = run / "checkpoints" / "last.ckpt"
     checkpoints = sorted((run / "checkpoints").glob("*.ckpt"))

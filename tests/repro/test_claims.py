@@ -89,7 +89,7 @@ def test_claims_pair_each_arm_with_its_baseline_and_controls():
     r = by[("similarity", "baseline", eps)]
     assert r["mean"] == pytest.approx(d.mean())
     assert r["ci95"] == pytest.approx(T_975[3] * d.std(ddof=1) / np.sqrt(3), rel=1e-6)
-    assert r["n"] == 3 and r["verdict"] == "gain" and r["label"] == "robust_linf_accuracy_eps=0.0157"
+    assert r["n"] == 3 and r["verdict"] == "gain" and r["label"] == "robust L∞ ε=0.0157"  # the ensemble measurement's label
     d = np.array([0.05, -0.05])  # similarity − pixels on the two seeds pixels ran
     r = by[("similarity", "pixels", eps)]
     assert (r["n"], r["verdict"]) == (2, "no evidence") and r["mean"] == pytest.approx(0.0, abs=1e-12)

@@ -394,7 +394,7 @@ def test_repro_end_to_end_is_cached_and_resumable(recipe_dir, tmp_path, monkeypa
     pairs = list(dict.fromkeys((r["arm"], r["versus"], r["role"]) for r in summary["claims"]["rows"]))
     assert pairs == [("similarity", "baseline", "baseline"), ("similarity", "weak", "control"), ("weak", "baseline", "baseline")]
     assert {r["metric"] for r in summary["claims"]["rows"]} == {
-        "eval/noise_accuracy_sigma=0.2", "eval/mean_corruption_accuracy", "eval/pgd_linf_accuracy_eps=0.0157"}
+        "eval/noise_accuracy_sigma=0.2", "eval/mean_corruption_accuracy", "eval/robust_linf_accuracy_eps=0.0157"}  # the ensemble, never the PGD diagnostic
     from neuroreg.repro.report import claims_paragraph
 
     assert (report / "claims.md").read_text() == claims_paragraph(summary["claims"])
