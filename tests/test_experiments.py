@@ -94,7 +94,7 @@ def _arm_configs(recipe: Path, scale: str, arms: dict) -> list[Path]:
 def test_recipe_arms_point_at_configs(recipe):
     raw = yaml.safe_load(recipe.read_text())
     assert set(raw) == {"title", "reference", "scales"}, f"{recipe}: top-level fields {sorted(raw)}"
-    assert set(raw["scales"]) <= {"mini", "full"} and "mini" in raw["scales"]
+    assert set(raw["scales"]) <= {"mini", "real", "full"} and "mini" in raw["scales"]
     for scale, spec in raw["scales"].items():
         paths = _arm_configs(recipe, scale, spec["arms"])
         missing = [str(p) for p in paths if not p.is_file()]

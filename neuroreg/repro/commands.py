@@ -35,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="neuroreg repro", description="Reproduce a paper recipe: twin, targets, fits, evaluation, report.")
     p.add_argument("recipe", nargs="?", help="recipe name (experiments/<name>/recipe.yaml), folder or file")
     p.add_argument("--list", action="store_true", help="list the shipped recipes and exit")
-    p.add_argument("--scale", default="mini", help="mini (embedded data, CPU) or full (downloads, GPU); default mini")
+    p.add_argument("--scale", default="mini", help="mini (embedded data, CPU), real (small real recordings, CPU) or full (downloads, GPU); default mini")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds 0..N-1 (default 3)")
     p.add_argument("--seed-list", type=int, nargs="+", help="explicit seeds instead of --seeds")
     p.add_argument("--out", type=Path, help="output folder (default runs/repro/<recipe>-<scale>)")

@@ -1,7 +1,7 @@
 """Recipes: ``experiments/<recipe>/recipe.yaml``, a paper's protocol as a set of arms.
 
-A recipe names, per scale (``mini``: embedded data on a CPU; ``full``: downloaded data
-for a GPU), the data manifests to fetch, the arms (label → an ordinary ``neuroreg fit``
+A recipe names, per scale (``mini``: embedded data on a CPU; ``real``: small real
+recordings, macaque V4 and the 92-image IT RDM, on a CPU; ``full``: downloaded data for a GPU), the data manifests to fetch, the arms (label → an ordinary ``neuroreg fit``
 config, plus optional extra arguments and an optional baseline of its own), which arm is
 the baseline, and the evaluation budget::
 
@@ -49,8 +49,8 @@ from typing import Any
 
 import yaml
 
-#: the two scales a recipe may define
-SCALES = ("mini", "full")
+#: the scales a recipe may define: embedded data on a CPU, small real recordings on a CPU, downloaded data on a GPU
+SCALES = ("mini", "real", "full")
 
 _TOP = {"title", "reference", "scales"}
 _SCALE = {"description", "fetch", "arms", "baseline", "overrides", "eval"}
