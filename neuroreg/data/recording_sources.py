@@ -170,8 +170,9 @@ class ManifestRecording(RecordingSource):
     result is cached as ``<cache_dir>/<manifest>-<key>.h5``, written atomically, where
     the key hashes the verified sha256 of every file used, the reader options and the
     reader (its dotted name and the bytes of its module), so a changed file, option or
-    reader converts anew. An optional file that is missing is left out (and out of the
-    key).
+    reader converts anew. Files are fetched when a required one is missing (then every
+    file is); an optional file that is missing is left out, and out of the key
+    (``neuroreg data fetch`` adds it later, which makes a new key).
 
     Args:
         manifest: the data set's name, e.g. ``"cowley2023-v4-210325"``.
@@ -221,9 +222,8 @@ class ManifestRecording(RecordingSource):
 
         m = self.manifest
         results = verify(m, self.data_dir)
-        missing = [v for v in results if v.status == "missing"]
-        required = [v for v in missing if not v.file.optional]
-        if missing and self.fetch:
+        required = [v for v in results if v.status == "missing" and not v.file.optional]
+        if required and self.fetch:  # only optional files missing: convert what is there
             results = fetch(m, self.data_dir, progressbar=False, mirror=self.mirror)
         elif required:
             where = "" if self.data_dir is None else f" --data-dir {self.data_dir}"

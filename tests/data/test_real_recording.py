@@ -133,7 +133,13 @@ data:
 # ------------------------------------------------------------------ real data sets
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
-    return real_data_dir(tmp_path_factory, ["cowley2023-v4-210325", "kriegeskorte2008-it92"])
+    return real_data_dir(tmp_path_factory, ["cowley2023-v4-210322", "cowley2023-v4-210325", "kriegeskorte2008-it92"])
+
+
+def image_tiers(rec):
+    tiers = np.empty(rec.n_images, dtype=object)
+    tiers[rec.trial_image] = rec.trial_tier
+    return tiers
 
 
 def test_a_real_v4_session_end_to_end(real, tmp_path):
@@ -146,12 +152,21 @@ def test_a_real_v4_session_end_to_end(real, tmp_path):
     index, mean = rec.mean_per_image()
     np.testing.assert_allclose(mean, averaged[:, index].T, rtol=1e-5, atol=1e-5)
     assert ManifestRecording("cowley2023-v4-210325", data_dir=str(real), cache_dir=str(tmp_path)).path == src.path
+    # images 601-1200 of 210322 are images 1-600 of 210325: the same tier in both recordings
+    other = ManifestRecording("cowley2023-v4-210322", data_dir=str(real), cache_dir=str(tmp_path)).load()
+    np.testing.assert_array_equal(other.images[600:1200], rec.images[:600])
+    assert (image_tiers(other)[600:1200] == image_tiers(rec)[:600]).all()
 
 
 def test_the_it_rdm_converts_but_is_no_recording(real, tmp_path, capsys):
     out = tmp_path / "it92.h5"
     assert main(["data", "--data-dir", str(real), "convert", "kriegeskorte2008-it92", "--out", str(out)]) == 0
-    assert out.is_file() and "wrote" in capsys.readouterr().out
+    assert "wrote" in capsys.readouterr().out
+    from neuroreg.targets.rdm import RDMTargets
+
+    rdm = RDMTargets.load(out)
+    assert rdm.rdm.shape == (92 * 91 // 2,) and rdm.images.shape[0] == 92
+    assert rdm.citation.startswith("Kiani") and rdm.source.startswith("kriegeskorte2008-it92:")
     with pytest.raises(TypeError, match="not a NeuralRecording"):
         ManifestRecording("kriegeskorte2008-it92", data_dir=str(real), cache_dir=str(tmp_path / "cache")).load()
     assert not list((tmp_path / "cache").glob("*.h5"))
