@@ -170,3 +170,14 @@ def test_the_it_rdm_converts_but_is_no_recording(real, tmp_path, capsys):
     with pytest.raises(TypeError, match="not a NeuralRecording"):
         ManifestRecording("kriegeskorte2008-it92", data_dir=str(real), cache_dir=str(tmp_path / "cache")).load()
     assert not list((tmp_path / "cache").glob("*.h5"))
+
+
+def test_cli_convert_fetches_through_a_mirror(toy, capsys):
+    server, args, tmp = toy
+    base = ["data", "--manifests", args["manifest_dir"], "--data-dir", args["data_dir"]]
+    out = tmp / "toy.h5"
+    assert main(base + ["convert", "toyrec", "--out", str(out)]) == 1  # not fetched, and no mirror given
+    assert "neuroreg data fetch toyrec" in capsys.readouterr().err
+    assert main(base + ["convert", "toyrec", "--fetch", "--mirror", server.url, "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out and server.requests == [("/files/toy.npz", None)]
+    assert NeuralRecording.load(out).n_images == 20
