@@ -32,7 +32,7 @@ from .fetch import (
 )
 from .manifests import Manifest, ManifestError, find_manifest, load_manifests
 from .readers.arrays import KEYS, LAYOUTS
-from .recording import RESPONSE_UNIT_ALIASES, RESPONSE_UNITS, NeuralRecording
+from .recording import RESPONSE_UNIT_ALIASES, RESPONSE_UNITS, NeuralRecording, response_unit
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -243,6 +243,7 @@ def convert_local(args) -> NeuralRecording:
             f"--area V4 --unit spikes --pixels-per-degree 30 (units: {list(RESPONSE_UNITS)} or an alias: "
             f"{', '.join(RESPONSE_UNIT_ALIASES)})"
         )
+    response_unit(args.unit, "--unit")
     try:
         ppd = float(args.pixels_per_degree)
     except ValueError:

@@ -34,7 +34,7 @@ RESPONSE_UNITS = ("spikes", "dF/F", "deconvolved", "firing_rate", "a.u.")
 #: other spellings of the units (matched case-insensitively, as the names above are) -> the unit stored
 RESPONSE_UNIT_ALIASES = {
     "spike_count": "spikes", "spike_counts": "spikes", "counts": "spikes", "spike": "spikes",
-    "dff": "dF/F", "df/f0": "dF/F", "deltaf/f": "dF/F", "fluorescence": "dF/F",
+    "dff": "dF/F", "df/f0": "dF/F", "deltaf/f": "dF/F",
     "deconv": "deconvolved", "inferred_spikes": "deconvolved",
     "rate": "firing_rate", "firing rate": "firing_rate", "spikes/s": "firing_rate", "hz": "firing_rate",
     "au": "a.u.", "arbitrary": "a.u.", "z-score": "a.u.", "zscore": "a.u.",

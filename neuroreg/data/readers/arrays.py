@@ -74,7 +74,7 @@ def _shape_hint(p: int) -> str:
     for c in (1, 3):
         side = math.isqrt(p // c) if p % c == 0 else 0
         if side and side * side * c == p:
-            return f" (e.g. --image-shape {side},{side}" + (f" or {c},{side},{side})" if c == 3 else ")")
+            return f" (e.g. --image-shape {side},{side})" if c == 1 else f" (e.g. --image-shape 3,{side},{side})"
     return ""
 
 
