@@ -204,7 +204,7 @@ def _read_part(path, images, trial_image, tiers, *, layout: str, keys: dict, ima
         label.append(t_src.name)
     else:
         t_src, t_field, tier_values = path, keys["tiers"], get("tiers")
-    tier_source = f"given by {t_src.name}" if tier_values is not None else ""
+    tier_source = f"tiers given by {t_src.name}" if tier_values is not None else ""
     if tier_values is not None:
         tier_values = check_tiers(t_src, t_field, tier_values)
         if layout != "TK" and len(tier_values) == n and len(tier_values) != len(resp):
@@ -300,7 +300,7 @@ def read_arrays(
         if test.tiers is not None:
             fail(test.where, keys["tiers"], "no tiers in the test set (all its trials are 'test')", "a tiers array")
         test.tiers = np.full(len(test.responses), "test", dtype=object)
-        test.tier_source = f"test from {test.label}"
+        test.tier_source = f"tier 'test' for all trials of {test.label}"
         parts.append(test)
     elif test_images is not None or test_trial_image is not None:
         raise ReaderError("field 'test_path': test_images / test_trial_image need the test responses (test_path= / --test-responses)")
@@ -328,7 +328,7 @@ def read_arrays(
     tier = np.concatenate([p.tiers if p.tiers is not None else np.full(len(p.responses), None, dtype=object) for p in parts])
 
     # ---- tiers: given, or an explicit split of what has none
-    notes = [f"tiers {p.tier_source}" for p in parts if p.tier_source]
+    notes = [p.tier_source for p in parts if p.tier_source]
     missing = np.asarray([t is None for t in tier])
     content = _content_keys(ims)
     if missing.any():
