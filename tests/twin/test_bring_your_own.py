@@ -60,7 +60,7 @@ def test_readme_bring_your_own_data(tmp_path, monkeypatch, capsys):
         return [a.replace("experiments/", f"{ROOT}/experiments/") for a in cmd[1:]] + SMALL
 
     assert main(local(fit)) == 0
-    (ckpt,) = [p for p in tmp_path.rglob("epoch*.ckpt")]
+    (ckpt,) = list(tmp_path.rglob("epoch*.ckpt"))
     assert "<best .ckpt>" in predict
     predict = shlex.split(predict.replace("<best .ckpt>", shlex.quote(str(ckpt))))
     cli = run_cli(local(predict))
