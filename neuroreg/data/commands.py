@@ -188,7 +188,7 @@ def convert(m: Manifest, out, data_dir=None, *, trust_pickle: bool = False, opti
     unknown = sorted(set(kwargs) - set(params))
     if unknown and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
         raise ManifestError(f"{m.path}: field 'reader.options': {m.reader_function} has no arguments {unknown}")
-    needed = [n for n, p in params.items() if p.default is p.empty and p.kind != p.VAR_KEYWORD and n not in kwargs]
+    needed = [n for n, p in params.items() if p.default is p.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n not in kwargs]
     if needed:
         raise ManifestError(f"{m.path}: field 'reader.options': {m.reader_function} needs {needed} (or --option KEY=VALUE)")
     recording = reader(**kwargs)

@@ -1,7 +1,9 @@
 """The README's "Bring your own data" commands, run as written: convert local files, fit a twin,
-predict the recording's own test images, and compare the prediction file with `neuroreg test`."""
+predict the recording's own test images, and compare the prediction file with `neuroreg test`;
+predict_tier's arguments; oracle metrics of a tier without repeats."""
 
 import contextlib
+import functools
 import io
 import re
 import shlex
@@ -9,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
+import torch
 
 from neuroreg.cli import main, run_cli
 from neuroreg.data.datamodules import NeuralDataModule
@@ -16,6 +20,10 @@ from neuroreg.data.recording import NeuralRecording
 from neuroreg.data.recording_sources import SimulatedRecording
 from neuroreg.data.simulated import V1Population
 from neuroreg.targets.writer import TargetSetWriter
+from neuroreg.twin.cores import Stacked2dCore
+from neuroreg.twin.metrics import NoRepeatsWarning
+from neuroreg.twin.module import TwinModule
+from neuroreg.twin.transforms import StimulusTransform
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--trainer.max_epochs=2", "--model.init_args.core.init_args.hidden_channels=4",
@@ -102,3 +110,20 @@ def test_predict_tier_arguments(tmp_path):
     assert dm.predict_fingerprint() != NeuralDataModule({"a": src, "b": src}, predict_tier="test").predict_fingerprint()
     with pytest.raises(Exception, match="expected a 'final_test' tier to predict"):
         NeuralDataModule(src, predict_tier="final_test").predict_keys()
+
+
+def test_no_repeats_is_said_and_recorded(tmp_path):
+    src = SimulatedRecording(V1Population(n_neurons=4, image_size=16, seed=0), n_train=32, n_validation=8, n_test=8,
+                             test_repeats=3, cache_dir=str(tmp_path))  # validation: 1 trial per image; test: 3
+    dm = NeuralDataModule(src, batch_size=16)
+    twin = TwinModule(core=Stacked2dCore(1, 4, input_kernel=5, hidden_kernel=3, layers=1), transform=StimulusTransform(size=(16, 16)),
+                      num_neurons=4, optimizer=functools.partial(torch.optim.Adam, lr=0.01))
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, num_sanity_val_steps=0)
+    with pytest.warns(NoRepeatsWarning, match="val metrics of dataset 'default': no image of the 8 evaluated has >= 2"):
+        trainer.fit(twin, dm)
+    assert float(trainer.callback_metrics["val/oracle_images"]) == 0 and "val/fev" not in trainer.callback_metrics
+    assert list(twin.metric_notes) == ["val/default"] and "fraction_oracle" in twin.metric_notes["val/default"]
+    trainer.test(twin, dm)
+    assert float(trainer.callback_metrics["test/oracle_images"]) == 8 and "test/fev" in trainer.callback_metrics
+    assert "test/default" not in twin.metric_notes
