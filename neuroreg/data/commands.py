@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     local = s.add_argument_group("local files (no NAME)")
     for flag, text in LOCAL_FILES.items():
         local.add_argument(flag, default=None, metavar="FILE", help=text)
-    local.add_argument("--layout", default=None, choices=LAYOUTS, help="responses layout (default: inferred per file)")
+    local.add_argument("--layout", default=None, choices=LAYOUTS, help="responses layout (default: the one that fits, if only one)")
+    local.add_argument("--test-layout", default=None, choices=LAYOUTS, help="layout of the test set's responses")
     local.add_argument("--image-shape", default=None, metavar="C,H,W|H,W", help="shape of flattened [N, P] images")
     local.add_argument("--key", action="append", default=[], metavar="OURS=THEIRS",
                        help=f"array name in the .npz/.mat for one of {list(KEYS)}")
@@ -87,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
 #: ``convert`` options naming local files -> help
 LOCAL_FILES = {
     "--arrays": ".npz / .mat holding images, responses and optional trial_image, tiers, image_ids, neuron_ids",
-    "--responses": ".npy responses: [N, K], [R, N, K], [N, R, K] or [T, K] with --trial-image",
+    "--responses": ".npy responses: [N, K], [R, N, K], [N, R, K] or [T, K] with --trial-image (--layout for others)",
     "--images": ".npy images [N, H, W], [N, C, H, W], [N, H, W, C] or flattened [N, P] with --image-shape",
     "--trial-image": ".npy [T] image index of each trial ([T, K] responses)",
     "--tiers": ".npy (strings) or .txt (one a line) tier of each trial [T] or image [N]: train/validation/test/final_test",
@@ -201,7 +202,7 @@ def convert(m: Manifest, out, data_dir=None, *, trust_pickle: bool = False, opti
 
 def _local_given(args) -> list[str]:
     """The local-file options given on the command line (as flags)."""
-    flags = [*LOCAL_FILES, "--layout", "--image-shape", "--split", "--split-seed", *LOCAL_META, "--standardize",
+    flags = [*LOCAL_FILES, "--layout", "--test-layout", "--image-shape", "--split", "--split-seed", *LOCAL_META, "--standardize",
              "--source", "--citation", "--license"]
     given = [f for f in flags if getattr(args, f[2:].replace("-", "_")) is not None]
     return given + (["--key"] if args.key else [])
@@ -265,6 +266,7 @@ def convert_local(args) -> NeuralRecording:
         test_images=args.test_images,
         test_trial_image=args.test_trial_image,
         layout=args.layout or "auto",
+        test_layout=args.test_layout or "auto",
         keys=keys,
         image_shape=_image_shape(args.image_shape),
         split=None if args.split is None else parse_split(args.split, "--split"),

@@ -1,9 +1,14 @@
 """`neuroreg data convert` from local files, as a user types it: each friction point, exit codes, messages."""
 
 import inspect
+import io
+import os
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from neuroreg.cli import main
 from neuroreg.data.readers.arrays import read_arrays
@@ -134,7 +139,7 @@ def test_tiers_given_and_split_refused(files, capsys, tmp_path):
 
 def test_separate_test_files(files, capsys, tmp_path):
     base = ["--responses", "R.npy", "--images", "I.npy", "--image-shape", "3,8,8", *META]
-    assert convert(*base, "--test-responses", "RT.npy", "--test-images", "IT.npy", "--split", "validation=0.25",
+    assert convert(*base, "--test-responses", "RT.npy", "--test-images", "IT.npy", "--test-layout", "RNK", "--split", "validation=0.25",
                    "--out", "r.h5") == 0
     out = capsys.readouterr().out
     assert "tier 'test' for all trials of RT.npy+IT.npy" in out
@@ -146,7 +151,7 @@ def test_separate_test_files(files, capsys, tmp_path):
     np.testing.assert_allclose(reps, files["test"].transpose(1, 0, 2))  # images 0, 1 padded with NaN
     assert (rec.trial_tier[rec.trial_image < 40] != "test").all() and int((rec.trial_tier == "validation").sum()) == 10
     np.save("RT5.npy", files["test"][:, :, :4])  # 4 neurons, not 5
-    assert convert(*base, "--test-responses", "RT5.npy", "--test-images", "IT.npy", "--split", "validation=0.25",
+    assert convert(*base, "--test-responses", "RT5.npy", "--test-images", "IT.npy", "--test-layout", "RNK", "--split", "validation=0.25",
                    "--out", "x.h5") == 1
     assert "RT5.npy: field 'responses': expected 5 neurons (as in R.npy+I.npy), found 4" in capsys.readouterr().err
     assert convert(*base, "--test-images", "IT.npy", "--split", "validation=0.25", "--out", "x.h5") == 1
@@ -228,3 +233,38 @@ def test_read_arrays_api_refuses_without_split(tmp_path):
     with pytest.raises(ReaderError, match=r"no tiers for its 4 trials.*split=\{'validation': 0.1, 'test': 0.2\}"):
         read_arrays(tmp_path / "R.npy", images=tmp_path / "I.npy", species="mouse", area="V1", response_unit="spikes",
                     pixels_per_degree=1.0)
+
+
+def _shared_data():
+    base = os.environ.get("NEUROREG_TEST_DATA") or str(Path(__file__).resolve().parents[2] / ".." / "shared" / "data")
+    folder = Path(base) / "cowley2023_v4" / "data_V4_responses"
+    if not (folder / "responses_raw" / "responses_210325.npy").is_file():
+        pytest.skip(f"no Cowley 2023 V4 files under {base} (set NEUROREG_TEST_DATA)")
+    return folder
+
+
+def test_real_v4_session_neurons_first(tmp_path, monkeypatch, capsys):
+    """A real recording as its authors publish it: [neurons, images, repeats] spike counts, NaN-padded."""
+    folder = _shared_data()
+    monkeypatch.chdir(tmp_path)
+    with zipfile.ZipFile(folder / "images" / "images_210325.zip") as z:
+        names = {n.rsplit("/", 1)[-1]: n for n in z.namelist()}
+        images = np.stack([np.asarray(Image.open(io.BytesIO(z.read(names[f"image{i:04d}.jpg"]))).convert("RGB"))
+                           for i in range(1, 641)])
+    np.save("I.npy", images)  # [640, 112, 112, 3]
+    base = ["--responses", str(folder / "responses_raw" / "responses_210325.npy"), "--images", "I.npy",
+            "--species", "macaque", "--area", "V4", "--unit", "spike_count", "--pixels-per-degree", "25",
+            "--split", "validation=0.1,test=0.2", "--out", "v4.h5"]
+    assert convert(*base) == 1
+    err = capsys.readouterr().err
+    assert "it could be RNK = 50 repeats x 640 images x 10 neurons; KNR = 50 neurons x 640 images x 10 repeats" in err
+    assert "--layout RNK|KNR" in err and not Path("v4.h5").exists()
+    assert convert(*base, "--layout", "KNR") == 0
+    assert "layout KNR (given): 10 repeats x 640 images x 50 neurons" in capsys.readouterr().out
+    rec = NeuralRecording.load("v4.h5")
+    raw = np.load(folder / "responses_raw" / "responses_210325.npy")
+    assert rec.n_neurons == 50 and rec.n_trials == int((~np.isnan(raw).all(axis=0)).sum())
+    assert rec.images.shape == (640, 3, 112, 112) and rec.response_unit == "spikes"
+    index, mean = rec.mean_per_image()
+    averaged = np.load(folder / "responses_repeat_averaged" / "responses_210325.npy")  # [neurons, images]
+    np.testing.assert_allclose(mean, averaged[:, index].T, rtol=1e-5, atol=1e-5)

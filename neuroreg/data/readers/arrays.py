@@ -1,15 +1,21 @@
 """Plain arrays: ``.npz`` / ``.mat`` holding everything, or ``.npy`` responses + ``.npy`` images.
 
-Accepted response layouts (``layout="auto"`` infers them from the number of images N):
+Accepted response layouts:
 
 - ``"NK"``  ``[N, K]`` mean responses, one trial per image;
 - ``"RNK"`` ``[R, N, K]`` repeats, NaN-padded (a (repeat, image) that is all NaN is no trial);
 - ``"NRK"`` ``[N, R, K]`` the same, image-first;
-- ``"TK"``  ``[T, K]`` trials with a ``trial_image`` ``[T]`` index array.
+- ``"TK"``  ``[T, K]`` trials with a ``trial_image`` ``[T]`` index array;
+- ``"KN"``  ``[K, N]``, ``"KNR"`` ``[K, N, R]``, ``"NKR"`` ``[N, K, R]``: the same, other axis orders.
+
+``layout="auto"`` takes the one layout whose image axis has N entries and refuses when
+several fit (any array with repeats: ``[A, N, B]`` is RNK or KNR), naming them with the
+sizes each implies. The layout used is written into the ``source`` attribute with its sizes
+(e.g. "10 repeats x 640 images x 50 neurons").
 
 Images ``[N, H, W]``, ``[N, C, H, W]`` or ``[N, H, W, C]``, or flattened ``[N, P]`` with an
 ``image_shape`` ``(C, H, W)`` or ``(H, W)`` (rows in C order: channel, row, column).
-Optional arrays: ``image_ids`` ``[N]``, ``tiers`` ``[T]`` (strings; for NK/RNK/NRK also
+Optional arrays: ``image_ids`` ``[N]``, ``tiers`` ``[T]`` (strings; for all layouts but TK also
 ``[N]`` per image), ``neuron_ids`` ``[K]``.
 
 A separate test set (``test_path``, with its own images) is appended: all its trials are
@@ -33,7 +39,10 @@ import numpy as np
 from ..recording import TIERS, NeuralRecording, RecordingError, response_unit as canonical_unit
 from ._common import ReaderError, check_split, check_tiers, fail, split_groups, to_uint8_images
 
-LAYOUTS = ("auto", "NK", "RNK", "NRK", "TK")
+LAYOUTS = ("auto", "NK", "KN", "TK", "RNK", "NRK", "KNR", "NKR")
+#: layouts with repeats -> the axes that make them [R, N, K]
+REPEAT_LAYOUTS = {"RNK": (0, 1, 2), "NRK": (1, 0, 2), "KNR": (2, 1, 0), "NKR": (2, 0, 1)}
+_AXIS = {"R": "repeats", "N": "images", "K": "neurons"}
 KEYS = ("images", "responses", "trial_image", "tiers", "image_ids", "neuron_ids")
 SPLIT_HINT = "split={'validation': 0.1, 'test': 0.2} (--split validation=0.1,test=0.2 --split-seed 0)"
 
@@ -114,6 +123,7 @@ class _Part:
     trial_image: np.ndarray  # [T]
     tiers: np.ndarray | None  # [T] or None: not given
     tier_source: str
+    layout: str  # the layout used and the sizes it implies
 
 
 def _read_part(path, images, trial_image, tiers, *, layout: str, keys: dict, image_shape, role: str) -> _Part:
@@ -154,17 +164,14 @@ def _read_part(path, images, trial_image, tiers, *, layout: str, keys: dict, ima
     else:
         ti_src, ti_field = path, keys["trial_image"]
         trial_image = get("trial_image")
+    asked = layout
     if layout == "auto":
-        if trial_image is not None and resp.ndim == 2:
-            layout = "TK"
-        elif resp.ndim == 2:
-            layout = "NK"
-        elif resp.ndim == 3 and resp.shape[0] == n and resp.shape[1] != n:
-            layout = "NRK"
-        elif resp.ndim == 3 and resp.shape[1] == n and resp.shape[0] != n:
-            layout = "RNK"
-        else:
-            fail(path, keys["responses"], f"a layout inferable from {n} images (or pass layout= / --layout)", f"shape {resp.shape}")
+        layout = _infer_layout(path, keys["responses"], resp.shape, n, trial_image is not None)
+    used = layout
+    if layout == "KN":
+        if resp.ndim != 2:
+            fail(path, keys["responses"], "rank 2 [K, N] for layout KN", f"shape {resp.shape}")
+        resp, layout = resp.T, "NK"
     if layout == "TK":
         if trial_image is None:
             raise ReaderError(
@@ -176,21 +183,24 @@ def _read_part(path, images, trial_image, tiers, *, layout: str, keys: dict, ima
         if trial_image.dtype.kind not in "iu" and not (trial_image.dtype.kind == "f" and np.all(trial_image == np.round(trial_image))):
             fail(ti_src, ti_field, "integer image indices", f"dtype {trial_image.dtype}")
         trial_image = trial_image.astype(np.int64)
+        sizes = f"{len(resp)} trials x {resp.shape[1]} neurons"
         if len(trial_image) and (trial_image.min() < 0 or trial_image.max() >= n):
             fail(ti_src, ti_field, f"indices in [0, {n - 1}] ({n} images)", f"range [{trial_image.min()}, {trial_image.max()}]")
     elif trial_image is not None:
         fail(ti_src, ti_field, f"no trial->image index for layout {layout} (only for TK [T, K] responses)", f"{len(trial_image)} entries")
     elif layout == "NK":
         if resp.ndim != 2 or len(resp) != n:
-            fail(path, keys["responses"], f"[{n}, K] (one row per image)", f"shape {resp.shape}")
+            hint = " (neurons first? pass layout='KN' / --layout KN)" if resp.ndim == 2 and resp.shape[1] == n else ""
+            fail(path, keys["responses"], f"[{n}, K] (one row per image)", f"shape {resp.shape}{hint}")
         trial_image = np.arange(n)
+        sizes = f"{n} images x {resp.shape[1]} neurons, one trial each"
     else:
         if resp.ndim != 3:
             fail(path, keys["responses"], f"rank 3 for layout {layout}", f"shape {resp.shape}")
-        if layout == "NRK":
-            resp = resp.transpose(1, 0, 2)
+        resp = resp.transpose(*REPEAT_LAYOUTS[layout])  # -> [R, N, K]
         if resp.shape[1] != n:
             fail(path, keys["responses"], f"{n} images on the image axis ({layout})", f"shape {resp.shape}")
+        sizes = f"{resp.shape[0]} repeats x {n} images x {resp.shape[2]} neurons"
         rec = ~np.all(np.isnan(resp), axis=2)  # [R, N]
         rep, img = np.nonzero(rec)
         order = np.lexsort((rep, img))
@@ -214,7 +224,30 @@ def _read_part(path, images, trial_image, tiers, *, layout: str, keys: dict, ima
     return _Part(
         label="+".join(label), where=path, images=ims, image_ids=get("image_ids"), neuron_ids=get("neuron_ids"),
         responses=resp, trial_image=trial_image, tiers=tier_values, tier_source=tier_source,
+        layout=f"{path.name}: layout {used} ({'inferred' if asked == 'auto' else 'given'}): {sizes}",
     )
+
+
+def _infer_layout(path, field: str, shape: tuple[int, ...], n: int, has_trial_image: bool) -> str:
+    """The one layout that fits ``shape`` with ``n`` images; refuses when several (or none) do."""
+    if has_trial_image and len(shape) == 2:
+        return "TK"
+    if len(shape) == 2:
+        fits = [lay for lay in ("NK", "KN") if shape[lay.index("N")] == n]
+    elif len(shape) == 3:
+        fits = [lay for lay in REPEAT_LAYOUTS if shape[lay.index("N")] == n]
+    else:
+        fits = []
+    if len(fits) == 1:
+        return fits[0]
+    if not fits and len(shape) == 2:
+        fail(path, field, f"[{n}, K] (one row per image), [K, {n}], or [T, K] trials with a trial->image index "
+             "(trial_image= / --trial-image)", f"shape {shape}")
+    if not fits:
+        fail(path, field, f"responses [N, K], [K, N], [T, K] or with repeats, one axis of N = {n} images", f"shape {shape}")
+    options = "; ".join(f"{lay} = {' x '.join(f'{s} {_AXIS[a]}' for s, a in zip(shape, lay))}" for lay in fits)
+    fail(path, field, f"one layout that the {n} images settle; it could be {options}: pass layout= (--layout "
+         f"{'|'.join(fits)})", f"shape {shape}")
 
 
 def _content_keys(images: np.ndarray) -> np.ndarray:
@@ -237,6 +270,7 @@ def read_arrays(
     test_images: str | os.PathLike | None = None,
     test_trial_image: str | os.PathLike | None = None,
     layout: str = "auto",
+    test_layout: str = "auto",
     keys: dict[str, str] | None = None,
     image_shape: tuple[int, ...] | None = None,
     split: dict[str, float] | None = None,
@@ -258,7 +292,8 @@ def read_arrays(
             ``[T]`` per trial or ``[N]`` per image.
         test_path, test_images, test_trial_image: a separate test set, read as ``path``,
             ``images``, ``trial_image``; its images are appended, its trials are ``test``.
-        layout: responses layout (see module docstring); ``auto`` infers it for each file.
+        layout, test_layout: layout of the responses and of the test set's responses (see
+            the module docstring); ``auto`` takes the one that fits, or refuses.
         keys: rename map from our names (``images``, ``responses``, ``trial_image``,
             ``tiers``, ``image_ids``, ``neuron_ids``) to the container's keys.
         image_shape: ``(C, H, W)`` or ``(H, W)`` of flattened ``[N, P]`` images.
@@ -278,8 +313,9 @@ def read_arrays(
         ReaderError: a file's arrays do not fit (names the file and array), no tiers and
             no split, or a bad split / image shape / unit.
     """
-    if layout not in LAYOUTS:
-        fail(path, "layout", f"one of {list(LAYOUTS)}", layout)
+    for name, value in (("layout", layout), ("test_layout", test_layout)):
+        if value not in LAYOUTS:
+            fail(path, name, f"one of {list(LAYOUTS)}", value)
     unknown = sorted(set(keys or {}) - set(KEYS))
     if unknown:
         raise ReaderError(f"field 'keys': expected names among {list(KEYS)}, found {unknown}")
@@ -295,8 +331,8 @@ def read_arrays(
         split = check_split(split)
     parts = [_read_part(path, images, trial_image, tiers, layout=layout, keys=keys, image_shape=image_shape, role="path")]
     if test_path is not None:
-        test = _read_part(test_path, test_images, test_trial_image, None, layout=layout, keys=keys, image_shape=image_shape,
-                          role="test_path")
+        test = _read_part(test_path, test_images, test_trial_image, None, layout=test_layout, keys=keys,
+                          image_shape=image_shape, role="test_path")
         if test.tiers is not None:
             fail(test.where, keys["tiers"], "no tiers in the test set (all its trials are 'test')", "a tiers array")
         test.tiers = np.full(len(test.responses), "test", dtype=object)
@@ -328,7 +364,7 @@ def read_arrays(
     tier = np.concatenate([p.tiers if p.tiers is not None else np.full(len(p.responses), None, dtype=object) for p in parts])
 
     # ---- tiers: given, or an explicit split of what has none
-    notes = [p.tier_source for p in parts if p.tier_source]
+    notes = [p.layout for p in parts] + [p.tier_source for p in parts if p.tier_source]
     missing = np.asarray([t is None for t in tier])
     content = _content_keys(ims)
     if missing.any():
@@ -350,7 +386,8 @@ def read_arrays(
                      f"without tiers ({', '.join(f'{t} {c}' for t, c in counts.items())}, train the rest)")
     elif split is not None:
         raise ReaderError(
-            f"field 'split': every trial already has a tier ({'; '.join(notes)}); drop the split (--split) or the given tiers"
+            f"field 'split': every trial already has a tier ({'; '.join(p.tier_source for p in parts)}); drop the split "
+            "(--split) or the given tiers"
         )
     tier = tier.astype(str).astype(object)
     # byte-identical images across tiers: the held-out score would be inflated

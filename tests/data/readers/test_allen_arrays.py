@@ -94,7 +94,10 @@ def test_arrays_repeats_with_nan_padding(tmp_path, layout):
     data = reps if layout == "RNK" else reps.transpose(1, 0, 2)
     np.save(tmp_path / "r.npy", data)
     np.save(tmp_path / "i.npy", _images())
-    rec = read_arrays(tmp_path / "r.npy", images=tmp_path / "i.npy", split={"validation": 0.2}, **META)  # layout inferred
+    with pytest.raises(ReaderError, match=r"it could be RNK = 3 repeats x 5 images x 4 neurons; KNR = 3 neurons x 5 images x 4 repeats"
+                       if layout == "RNK" else "it could be NRK = 5 images x 3 repeats x 4 neurons; NKR = 5 images x 3 neurons x 4 repeats"):
+        read_arrays(tmp_path / "r.npy", images=tmp_path / "i.npy", split={"validation": 0.2}, **META)  # ambiguous
+    rec = read_arrays(tmp_path / "r.npy", images=tmp_path / "i.npy", layout=layout, split={"validation": 0.2}, **META)
     assert rec.n_trials == 13
     _idx, r = rec.repeats()
     np.testing.assert_allclose(r, reps.transpose(1, 0, 2))
