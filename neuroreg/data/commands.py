@@ -226,8 +226,7 @@ def convert_local(args) -> NeuralRecording:
     Raises:
         ValueError: missing or contradictory options (the message says what to pass).
     """
-    from .readers._common import parse_split
-    from .readers.arrays import SPLIT_HINT, read_arrays
+    from .readers.arrays import SPLIT_HINT, parse_split, read_arrays
 
     if args.option or args.trust_pickle or args.fetch:
         raise ValueError("--option, --trust-pickle and --fetch are for a manifest's data set (convert NAME); "

@@ -171,7 +171,8 @@ class NeuralRecording:
             if values.shape[:1] != (n_neurons,):
                 self._fail(f"neurons/{key}", f"leading dimension {n_neurons} (one entry per neuron)", f"shape {values.shape}")
         if self.response_unit not in RESPONSE_UNITS:
-            self._fail("response_unit", f"one of {list(RESPONSE_UNITS)}", repr(self.response_unit))
+            self._fail("response_unit", f"one of {list(RESPONSE_UNITS)} (response_unit() maps other spellings to these)",
+                       repr(self.response_unit))
         if not np.isfinite(self.pixels_per_degree) or self.pixels_per_degree <= 0:
             self._fail("pixels_per_degree", "a positive number", self.pixels_per_degree)
 

@@ -37,7 +37,9 @@ from pathlib import Path
 import numpy as np
 
 from ..recording import TIERS, NeuralRecording, RecordingError, response_unit as canonical_unit
-from ._common import ReaderError, check_split, check_tiers, fail, split_groups, to_uint8_images
+from ._common import ReaderError, check_split, check_tiers, fail, parse_split, split_groups, to_uint8_images
+
+__all__ = ["LAYOUTS", "KEYS", "SPLIT_HINT", "parse_split", "read_arrays"]
 
 LAYOUTS = ("auto", "NK", "KN", "TK", "RNK", "NRK", "KNR", "NKR")
 #: layouts with repeats -> the axes that make them [R, N, K]
