@@ -33,7 +33,7 @@ from .datasets import (
 )
 from .images import SPLITS, ImageData, ImageSplit, ImageSplitDataset
 from .images.colour import match_channels_and_size
-from .recording import NeuralRecording, RecordingError
+from .recording import TIERS, NeuralRecording, RecordingError
 from .recording_sources import RecordingSource, recording_source
 from .sampling import (
     EpochSampler,
@@ -242,7 +242,12 @@ class NeuralDataModule(pl.LightningDataModule):
     trial are dropped (with a warning counting them).
 
     For ``neuroreg predict``, ``predict_images`` is the image set whose ``predict_splits``
-    are predicted (batches ``{"image", "index"}``, in split order).
+    are predicted (batches ``{"image", "index"}``, in split order); or ``predict_tier``
+    names a tier of the recordings themselves, whose images are predicted (in ascending
+    image order, recording after recording), so the TargetSet's rows can be compared to
+    the recorded responses: its keys are the recording's ``image_ids`` as strings
+    (``"<recording>/<image id>"`` with several recordings), e.g. with
+    ``ts.align(rec.image_ids[rec.mean_per_image("test")[0]].astype(str))``.
 
     The training order depends only on ``(seed, epoch)`` and the training loader is a
     :class:`~neuroreg.data.sampling.ResumableLoader`, so a fit resumed from a
@@ -256,11 +261,14 @@ class NeuralDataModule(pl.LightningDataModule):
         num_workers: DataLoader workers.
         predict_images: image set to predict (``neuroreg predict``).
         predict_splits: its splits, in order.
+        predict_tier: instead of ``predict_images``, predict the recordings' own images
+            shown in this tier (one of :data:`~neuroreg.data.recording.TIERS`).
         seed: seed of the training order; ``None``: the run's ``seed_everything``
             value (``PL_GLOBAL_SEED``), 0 when the run is not seeded.
 
     Raises:
         RecordingError: a recording without train or validation tier (names the file).
+        ValueError: both ``predict_images`` and ``predict_tier``, or an unknown tier.
     """
 
     def __init__(
@@ -272,6 +280,7 @@ class NeuralDataModule(pl.LightningDataModule):
         predict_images: ImageData | None = None,
         predict_splits: list[str] = ("train", "validation", "test"),
         seed: int | None = None,
+        predict_tier: str | None = None,
     ):
         super().__init__()
         if batch_size < 1:
@@ -291,6 +300,11 @@ class NeuralDataModule(pl.LightningDataModule):
         if unknown:
             raise ValueError(f"NeuralDataModule: 'predict_splits': expected splits in {list(SPLITS)}, found {unknown}")
         self.predict_splits = list(predict_splits)
+        if predict_tier is not None and predict_tier not in TIERS:
+            raise ValueError(f"NeuralDataModule: 'predict_tier': expected one of {list(TIERS)}, found {predict_tier!r}")
+        if predict_tier is not None and predict_images is not None:
+            raise ValueError("NeuralDataModule: 'predict_images', 'predict_tier': expected one image source to predict, found both")
+        self.predict_tier = predict_tier
         self.seed = run_seed() if seed is None else int(seed)
         self._recordings: dict[str, NeuralRecording] | None = None
         self._images: dict[str, torch.Tensor] = {}
@@ -396,20 +410,59 @@ class NeuralDataModule(pl.LightningDataModule):
         if self.predict_images is None:
             raise ValueError(
                 "NeuralDataModule: 'predict_images': expected an image set to predict "
-                "(e.g. --data.init_args.predict_images=neuroreg.data.images.Digits), found None"
+                "(e.g. --data.init_args.predict_images=neuroreg.data.images.Digits) or a tier of the recording "
+                "(--data.init_args.predict_tier=test), found neither"
             )
         return self.predict_images
 
+    def predict_tier_index(self) -> dict[str, np.ndarray]:
+        """``{recording: image indices}`` of the images shown in ``predict_tier``, ascending (prediction order)."""
+        out = {name: np.unique(rec.trial_image[rec.trial_tier == self.predict_tier]) for name, rec in self.recordings.items()}
+        if not any(len(v) for v in out.values()):
+            names = {n: r.name for n, r in self.recordings.items()}
+            raise RecordingError(f"{names}: field 'trial_tier': expected a '{self.predict_tier}' tier to predict "
+                                 f"(predict_tier), found tiers {sorted({t for r in self.recordings.values() for t in r.tiers})}")
+        return out
+
     def predict_keys(self) -> np.ndarray:
         """``[N]`` keys of the predicted images, in prediction order."""
+        if self.predict_tier is not None:
+            keys = []
+            for name, index in self.predict_tier_index().items():
+                ids = [str(i) for i in self.recordings[name].image_ids[index]]
+                keys.extend(f"{name}/{i}" if self.multiple else i for i in ids)
+            return np.asarray(keys, dtype=str)
         images = self._predict_set()
         return np.concatenate([images.split(s).keys for s in self.predict_splits])
 
     def predict_fingerprint(self) -> str:
-        """Content hash of the predicted images (splits, in order)."""
+        """Content hash of the predicted images (splits, in order; or the recordings and the tier)."""
+        if self.predict_tier is not None:
+            return target_key("recording-tier", self.predict_tier, self.fingerprint())
         images = self._predict_set()
         return target_key("image-splits", *[f"{s}:{images.split(s).fingerprint()}" for s in self.predict_splits])
 
     def predict_dataloader(self) -> DataLoader:
-        ds = PredictionImages(self._predict_set(), self.predict_splits)
+        if self.predict_tier is not None:
+            ds = _RecordingImages([(self._tensor_images(n), index) for n, index in self.predict_tier_index().items()])
+        else:
+            ds = PredictionImages(self._predict_set(), self.predict_splits)
         return DataLoader(ds, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+
+
+class _RecordingImages(Dataset):
+    """Some images of each of several recordings, one after the other: ``{"image": [C, H, W] float in [0, 1],
+    "index": row}``, ``parts`` being ``[(images [N, C, H, W], indices into them)]``."""
+
+    def __init__(self, parts: list[tuple[torch.Tensor, np.ndarray]]):
+        self.parts = [(images, np.asarray(index, dtype=np.int64)) for images, index in parts]
+        self.offsets = np.cumsum([0] + [len(index) for _, index in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i: int) -> dict:
+        part = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        images, index = self.parts[part]
+        img = images[int(index[i - self.offsets[part]])]
+        return {"image": img.float().div_(255.0) if img.dtype == torch.uint8 else img.float(), "index": torch.tensor(i)}

@@ -31,12 +31,41 @@ from .hdf5 import open_hdf5
 SCHEMA_VERSION = 1
 TIERS = ("train", "validation", "test", "final_test")
 RESPONSE_UNITS = ("spikes", "dF/F", "deconvolved", "firing_rate", "a.u.")
+#: other spellings of the units (matched case-insensitively, as the names above are) -> the unit stored
+RESPONSE_UNIT_ALIASES = {
+    "spike_count": "spikes", "spike_counts": "spikes", "counts": "spikes", "spike": "spikes",
+    "dff": "dF/F", "df/f0": "dF/F", "deltaf/f": "dF/F",
+    "deconv": "deconvolved", "inferred_spikes": "deconvolved",
+    "rate": "firing_rate", "firing rate": "firing_rate", "spikes/s": "firing_rate", "hz": "firing_rate",
+    "au": "a.u.", "arbitrary": "a.u.", "z-score": "a.u.", "zscore": "a.u.",
+}
 _REQUIRED_DATASETS = ("images", "image_ids", "responses", "trial_image", "trial_tier")
 _ATTRS = ("species", "area", "response_unit", "pixels_per_degree", "source", "citation", "license")
 
 
 class RecordingError(ValueError):
     """A NeuralRecording (in memory or on disk) breaks the format contract."""
+
+
+def response_unit(spelling: str, field_name: str = "response_unit") -> str:
+    """The unit :data:`RESPONSE_UNITS` names for ``spelling`` (a unit or one of its
+    :data:`RESPONSE_UNIT_ALIASES`, any case).
+
+    >>> response_unit("Spike_Count"), response_unit("dff"), response_unit("dF/F")
+    ('spikes', 'dF/F', 'dF/F')
+
+    Raises:
+        RecordingError: an unknown spelling; the message lists the accepted ones.
+    """
+    known = {u.lower(): u for u in RESPONSE_UNITS} | {a.lower(): u for a, u in RESPONSE_UNIT_ALIASES.items()}
+    unit = known.get(str(spelling).strip().lower())
+    if unit is None:
+        aliases = ", ".join(f"{a} -> {u}" for a, u in RESPONSE_UNIT_ALIASES.items())
+        raise RecordingError(
+            f"field '{field_name}': expected one of {list(RESPONSE_UNITS)} (any case) or an alias ({aliases}), "
+            f"found {spelling!r}"
+        )
+    return unit
 
 
 def string_array(values) -> np.ndarray:
@@ -142,7 +171,8 @@ class NeuralRecording:
             if values.shape[:1] != (n_neurons,):
                 self._fail(f"neurons/{key}", f"leading dimension {n_neurons} (one entry per neuron)", f"shape {values.shape}")
         if self.response_unit not in RESPONSE_UNITS:
-            self._fail("response_unit", f"one of {list(RESPONSE_UNITS)}", repr(self.response_unit))
+            self._fail("response_unit", f"one of {list(RESPONSE_UNITS)} (response_unit() maps other spellings to these)",
+                       repr(self.response_unit))
         if not np.isfinite(self.pixels_per_degree) or self.pixels_per_degree <= 0:
             self._fail("pixels_per_degree", "a positive number", self.pixels_per_degree)
 

@@ -4,14 +4,24 @@ Conventions: ``pred`` ``[M, K]`` predicted responses to M images; ``repeats``
 ``[M, R, K]`` recorded trials per image, NaN-padded (as returned by
 :meth:`neuroreg.data.recording.NeuralRecording.repeats`). Every function returns a
 ``[K]`` float64 array (NaN where a neuron has too little data); average across
-neurons with :func:`average` (``nanmean``).
+neurons with :func:`average` (``nanmean``: the neurons with a finite value).
+
+The oracle metrics (:func:`oracle_correlation`, :func:`fev`, :func:`fraction_oracle`)
+need images shown at least twice: without such repeats :func:`summary` leaves them out
+and says so with a :class:`NoRepeatsWarning`.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from neuroreg.stats import pearson_columns
+
+
+class NoRepeatsWarning(UserWarning):
+    """No image has >= 2 recorded repeats: the oracle metrics cannot be computed."""
 
 
 def _check(pred: np.ndarray, repeats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,8 +83,13 @@ def fev(pred: np.ndarray, repeats: np.ndarray) -> np.ndarray:
     ``FEV_k = 1 − (MSE_k − σ²_noise,k) / (Var_k − σ²_noise,k)`` with
     ``MSE_k = mean_{(m,r)} (ŷ_mk − y_mrk)²`` over recorded trials,
     ``σ²_noise,k = mean_m Var_r(y_mrk)`` (unbiased variance over the repeats of each
-    image with >= 2 repeats) and ``Var_k`` the (unbiased) variance of all recorded
-    trials. NaN when the explainable variance ``Var_k − σ²_noise,k`` is not positive.
+    image with >= 2 repeats, averaged over those images only) and ``Var_k`` the
+    (unbiased) variance of all recorded trials, images with a single trial included.
+    NaN when the explainable variance ``Var_k − σ²_noise,k`` is not positive (a neuron
+    whose repeats vary as much as its responses across images) or when no image has 2
+    repeats for the neuron; values are not clipped, so an unreliable neuron can give a
+    large negative FEV. The population FEV of :func:`summary` is the plain mean of the
+    finite ``FEV_k``, i.e. over the neurons with positive explainable variance only.
     """
     pred, repeats = _check(pred, repeats)
     valid = ~np.isnan(repeats)
@@ -98,16 +113,28 @@ def fev(pred: np.ndarray, repeats: np.ndarray) -> np.ndarray:
 def fraction_oracle(pred: np.ndarray, repeats: np.ndarray) -> np.ndarray:
     """Per-neuron single-trial correlation relative to the oracle: ``ρ_k / ρ^oracle_k``.
 
-    The population summary (see :func:`fraction_oracle_slope`) is the slope of the
-    least-squares line through the origin of ``ρ`` on ``ρ^oracle`` across neurons
-    (Sensorium 2022), which is robust to neurons with a tiny oracle.
+    ``ρ_k`` is :func:`single_trial_correlation` (the model's prediction vs each trial) and
+    ``ρ^oracle_k`` the leave-one-out :func:`oracle_correlation`. This per-neuron ratio is
+    not what :func:`summary` reports: its ``fraction_oracle`` is
+    :func:`fraction_oracle_slope`, a slope across neurons, which is robust to neurons
+    with a tiny oracle.
     """
     with np.errstate(invalid="ignore", divide="ignore"):
         return single_trial_correlation(pred, repeats) / oracle_correlation(repeats)
 
 
 def fraction_oracle_slope(pred: np.ndarray, repeats: np.ndarray) -> float:
-    """``Σ_k ρ_k ρ^oracle_k / Σ_k (ρ^oracle_k)²`` over neurons where both are finite."""
+    """The population's fraction of oracle: a slope across neurons, not a mean of ratios.
+
+    ``Σ_k ρ_k ρ^oracle_k / Σ_k (ρ^oracle_k)²``: the least-squares slope of the line
+    through the origin that fits the model's single-trial correlation ``ρ_k``
+    (:func:`single_trial_correlation`, the y axis) against the leave-one-out oracle
+    correlation ``ρ^oracle_k`` (:func:`oracle_correlation`, the x axis), one point per
+    neuron, over the neurons where both are finite (as Sensorium 2022 reports it).
+    Neurons with a large oracle weigh most; 1 means the model's correlation is on
+    average as high as the other repeats' mean achieves. NaN when no neuron has an
+    oracle.
+    """
     rho = single_trial_correlation(pred, repeats)
     oracle = oracle_correlation(repeats)
     ok = np.isfinite(rho) & np.isfinite(oracle)
@@ -121,16 +148,39 @@ def average(values: np.ndarray) -> float:
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
-def summary(pred: np.ndarray, repeats: np.ndarray) -> dict[str, float]:
-    """Neuron-averaged metrics: ``correlation`` (single trial), ``average_correlation``,
-    and, when some image has >= 2 repeats, ``oracle_correlation``, ``fev`` and
-    ``fraction_oracle`` (slope)."""
+def repeated_images(repeats: np.ndarray) -> int:
+    """Number of images with >= 2 recorded repeats for some neuron (what the oracle metrics need)."""
+    return int((np.sum(~np.isnan(np.asarray(repeats)), axis=1) >= 2).any(axis=1).sum())
+
+
+def summary(pred: np.ndarray, repeats: np.ndarray, where: str = "") -> dict[str, float]:
+    """Metrics over neurons.
+
+    ``correlation`` (mean over neurons of :func:`single_trial_correlation`),
+    ``average_correlation`` (mean of :func:`average_correlation`) and, when some image has
+    >= 2 recorded repeats, ``oracle_correlation`` (mean of :func:`oracle_correlation`),
+    ``fev`` (mean of :func:`fev` over the neurons where it is finite: positive
+    explainable variance) and ``fraction_oracle`` (:func:`fraction_oracle_slope`, the
+    slope of single-trial correlation on oracle correlation across neurons). Every
+    mean skips the neurons whose value is NaN.
+
+    Without such repeats the three oracle metrics are left out, with a
+    :class:`NoRepeatsWarning` naming ``where`` (e.g. the stage and the recording).
+    """
     out = {
         "correlation": average(single_trial_correlation(pred, repeats)),
         "average_correlation": average(average_correlation(pred, repeats)),
     }
-    if (np.sum(~np.isnan(np.asarray(repeats)), axis=1) >= 2).any():
+    if repeated_images(repeats):
         out["oracle_correlation"] = average(oracle_correlation(repeats))
         out["fev"] = average(fev(pred, repeats))
         out["fraction_oracle"] = fraction_oracle_slope(pred, repeats)
+    else:
+        warnings.warn(
+            f"{where + ': ' if where else ''}no image of the {np.asarray(repeats).shape[0]} evaluated has >= 2 recorded "
+            "repeats: oracle_correlation, fev and fraction_oracle are not computed (they need images shown at least "
+            "twice; give repeated trials of the held-out images)",
+            NoRepeatsWarning,
+            stacklevel=2,
+        )
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from ..data.datamodules import DEFAULT_DATASET
@@ -49,7 +51,15 @@ class TwinModule(pl.LightningModule):
     ``train/readout/regularizer``, ``train/total``; at the end of validation and
     test epochs the neuron-averaged metrics of :func:`neuroreg.twin.metrics.summary`
     as ``{stage}/{metric}`` (averaged over datasets) and ``{stage}/{dataset}/{metric}``
-    when there are several datasets.
+    when there are several datasets, and ``{stage}/oracle_images``, the number of
+    evaluated images with >= 2 recorded repeats. When it is 0 for a dataset the oracle
+    metrics (oracle correlation, FEV, fraction of oracle) are not computed for it: a
+    :class:`~neuroreg.twin.metrics.NoRepeatsWarning` says so and the reason is kept in
+    :attr:`metric_notes` (``{"{stage}/{dataset}": message}``).
+
+    ``neuroreg predict`` writes ``[images, total_neurons]`` predictions (every dataset's
+    neurons, in readout order) for the data module's predicted images: an image set, or
+    a tier of the recordings themselves (``NeuralDataModule(predict_tier="test")``).
     """
 
     def __init__(
@@ -93,6 +103,7 @@ class TwinModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self._eval_outputs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self.metric_notes: dict[str, str] = {}
 
     @property
     def datasets(self) -> list[str]:
@@ -187,14 +198,26 @@ class TwinModule(pl.LightningModule):
 
     def _eval_epoch_end(self, stage: str) -> dict[str, float]:
         per_dataset = {}
+        repeated = 0
         for dataset, outputs in self._eval_outputs.items():
             pred = np.concatenate([p for p, _ in outputs])
             r = max(x.shape[1] for _, x in outputs)
             reps = np.concatenate([np.pad(x, ((0, 0), (0, r - x.shape[1]), (0, 0)), constant_values=np.nan) for _, x in outputs])
-            per_dataset[dataset] = metrics.summary(pred, reps)
+            where = f"{stage} metrics of dataset '{dataset}'"
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", metrics.NoRepeatsWarning)
+                per_dataset[dataset] = metrics.summary(pred, reps, where)
+            for w in caught:
+                if issubclass(w.category, metrics.NoRepeatsWarning) and f"{stage}/{dataset}" not in self.metric_notes:
+                    self.metric_notes[f"{stage}/{dataset}"] = str(w.message)
+                    rank_zero_warn(str(w.message), category=metrics.NoRepeatsWarning)  # once per stage and dataset
+                elif not issubclass(w.category, metrics.NoRepeatsWarning):
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            repeated += metrics.repeated_images(reps)
         self._eval_outputs = {}
         if not per_dataset:
             return {}
+        self.log(f"{stage}/oracle_images", float(repeated))
         names = sorted({m for s in per_dataset.values() for m in s})
         averaged = {m: float(np.nanmean([s.get(m, np.nan) for s in per_dataset.values()])) for m in names}
         for m, value in averaged.items():

@@ -52,7 +52,7 @@ def write_manifest(folder, url, sha256=None, non_commercial=True, name="toyset")
         ],
         "license": {"id": "CC-BY-NC-ND-4.0", "url": "https://creativecommons.org/licenses/by-nc-nd/4.0/", "non_commercial": non_commercial},
         "citation": "Doe, J. (2024). Toy responses. Journal 1.",
-        "reader": {"function": "neuroreg.data.readers.arrays.read_arrays", "options": {"response_unit": "dF/F"}},
+        "reader": {"function": "neuroreg.data.readers.arrays.read_arrays", "options": {"response_unit": "dF/F", "pixels_per_degree": 1.0}},
         "split": "given by tiers",
     }
     folder.mkdir(exist_ok=True)

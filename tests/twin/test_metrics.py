@@ -85,8 +85,10 @@ def test_fraction_oracle_and_summary():
     s = metrics.summary(pred, reps)
     assert set(s) == {"correlation", "average_correlation", "oracle_correlation", "fev", "fraction_oracle"}
     assert all(np.isfinite(v) for v in s.values())
-    single = metrics.summary(pred, reps[:, :1])
+    with pytest.warns(metrics.NoRepeatsWarning, match=r"val: no image of the \d+ evaluated has >= 2 recorded repeats"):
+        single = metrics.summary(pred, reps[:, :1], "val")
     assert set(single) == {"correlation", "average_correlation"}
+    assert metrics.repeated_images(reps[:, :1]) == 0 and metrics.repeated_images(reps) == len(reps)
 
 
 def test_all_nan_neuron_gives_nan_and_is_ignored_by_average():

@@ -82,6 +82,35 @@ def split_groups(keys: np.ndarray, fractions: dict[str, float], seed: int = 0) -
     return group_tier[inverse]
 
 
+def parse_split(text: str, field: str = "split") -> dict[str, float]:
+    """``"validation=0.1,test=0.2"`` -> ``{"validation": 0.1, "test": 0.2}`` (checked by :func:`check_split`)."""
+    out = {}
+    for item in filter(None, (part.strip() for part in str(text).split(","))):
+        tier, sep, value = item.partition("=")
+        try:
+            out[tier.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not tier.strip():
+            raise ReaderError(f"field '{field}': expected TIER=FRACTION[,TIER=FRACTION] (e.g. validation=0.1,test=0.2), found {text!r}")
+    return check_split(out, field)
+
+
+def check_split(fractions: dict[str, float], field: str = "split") -> dict[str, float]:
+    """Refuse a split that names ``train`` or an unknown tier, or whose fractions are not in (0, 1) and sum below 1."""
+    fractions = {str(k): float(v) for k, v in dict(fractions).items()}
+    held_out = [t for t in TIERS if t != "train"]
+    bad = sorted(set(fractions) - set(held_out))
+    if bad or not fractions:
+        raise ReaderError(
+            f"field '{field}': expected fractions of held-out tiers {held_out} (the rest is train), e.g. "
+            f"validation=0.1,test=0.2, found {bad or 'none'}"
+        )
+    if any(not 0 < v < 1 for v in fractions.values()) or sum(fractions.values()) >= 1:
+        raise ReaderError(f"field '{field}': expected fractions in (0, 1) summing below 1 (train keeps the rest), found {fractions}")
+    return fractions
+
+
 def load_trusted_pickle(
     path: str | os.PathLike, *, sha256: str | None, trust_pickle: bool, extract: Callable[[bytes], bytes] | None = None
 ):

@@ -70,6 +70,9 @@ def test_allen_cell_ids_mismatch(tmp_path):
 
 
 # ---------------------------------------------------------------- plain arrays
+META = {"species": "mouse", "area": "V1", "response_unit": "dF/F", "pixels_per_degree": 2.0}
+
+
 def _images(n=5, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, 6, 6)).astype(np.uint8)
 
@@ -77,7 +80,7 @@ def _images(n=5, seed=0):
 def test_arrays_nk_npz(tmp_path):
     ims, resp = _images(), np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
     np.savez(tmp_path / "a.npz", images=ims, responses=resp, tiers=np.array(["train"] * 3 + ["test"] * 2))
-    rec = read_arrays(tmp_path / "a.npz")
+    rec = read_arrays(tmp_path / "a.npz", **META)
     assert rec.n_trials == 5 and list(rec.trial_tier) == ["train"] * 3 + ["test"] * 2
     np.testing.assert_array_equal(rec.images[:, 0], ims)
     np.testing.assert_allclose(rec.responses, resp)
@@ -91,7 +94,10 @@ def test_arrays_repeats_with_nan_padding(tmp_path, layout):
     data = reps if layout == "RNK" else reps.transpose(1, 0, 2)
     np.save(tmp_path / "r.npy", data)
     np.save(tmp_path / "i.npy", _images())
-    rec = read_arrays(tmp_path / "r.npy", images=tmp_path / "i.npy")  # layout inferred
+    with pytest.raises(ReaderError, match=r"it could be RNK = 3 repeats x 5 images x 4 neurons; KNR = 3 neurons x 5 images x 4 repeats"
+                       if layout == "RNK" else "it could be NRK = 5 images x 3 repeats x 4 neurons; NKR = 5 images x 3 neurons x 4 repeats"):
+        read_arrays(tmp_path / "r.npy", images=tmp_path / "i.npy", split={"validation": 0.2}, **META)  # ambiguous
+    rec = read_arrays(tmp_path / "r.npy", images=tmp_path / "i.npy", layout=layout, split={"validation": 0.2}, **META)
     assert rec.n_trials == 13
     _idx, r = rec.repeats()
     np.testing.assert_allclose(r, reps.transpose(1, 0, 2))
@@ -100,7 +106,8 @@ def test_arrays_repeats_with_nan_padding(tmp_path, layout):
 def test_arrays_trial_level_mat(tmp_path):
     ims = np.random.default_rng(3).integers(0, 256, (4, 5, 5, 3)).astype(np.uint8)  # N, H, W, C
     savemat(tmp_path / "m.mat", {"stim": ims, "spk": np.ones((6, 2)), "tix": np.array([0, 0, 1, 2, 3, 3])})
-    rec = read_arrays(tmp_path / "m.mat", keys={"images": "stim", "responses": "spk", "trial_image": "tix"})
+    rec = read_arrays(tmp_path / "m.mat", keys={"images": "stim", "responses": "spk", "trial_image": "tix"},
+                      split={"test": 0.25}, split_seed=1, **META)
     assert rec.images.shape == (4, 3, 5, 5) and rec.n_trials == 6
     np.testing.assert_array_equal(rec.trial_image, [0, 0, 1, 2, 3, 3])
 
@@ -108,10 +115,10 @@ def test_arrays_trial_level_mat(tmp_path):
 def test_arrays_bad_input(tmp_path):
     np.savez(tmp_path / "a.npz", images=_images(), responses=np.zeros((4, 3)))
     with pytest.raises(ReaderError, match=r"a.npz: field 'responses': expected \[5, K\]"):
-        read_arrays(tmp_path / "a.npz")
+        read_arrays(tmp_path / "a.npz", **META)
     np.savez(tmp_path / "b.npz", images=_images())
     with pytest.raises(ReaderError, match="missing required array 'responses'"):
-        read_arrays(tmp_path / "b.npz")
+        read_arrays(tmp_path / "b.npz", **META)
     np.savez(tmp_path / "c.npz", images=_images(), responses=np.zeros((5, 3)), tiers=np.array(["train", "dev", "test", "test", "test"]))
     with pytest.raises(ReaderError, match=r"unknown labels \['dev'\]"):
-        read_arrays(tmp_path / "c.npz")
+        read_arrays(tmp_path / "c.npz", **META)
