@@ -433,16 +433,32 @@ def clear_failures(stages: Sequence[Stage]) -> None:
             pass
 
 
+def _new_log(folder: Path, stem: str):
+    """Open ``folder/<stem>.log`` for writing, created exclusively (``<stem>.2.log``, … when taken)."""
+    for n in range(1, 1000):
+        try:
+            return open(folder / (f"{stem}.log" if n == 1 else f"{stem}.{n}.log"), "x")
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{folder}: no free log name for {stem}")
+
+
 def spawn_workers(argv: Sequence[str], n: int, out: Path, threads: int) -> list[Any]:
-    """Start ``n`` worker copies of ``neuroreg repro argv --worker`` (logs in OUT/logs/)."""
+    """Start ``n`` worker copies of ``neuroreg repro argv --worker``.
+
+    Worker ``i`` logs to ``OUT/logs/worker-<i>-<UTC time>-<pid>.log``, a new file for each
+    invocation (created exclusively), so neither a rerun nor a concurrent invocation
+    overwrites the log of another."""
     import subprocess
+    import time
 
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    stamp = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}"
     procs = []
     for i in range(n):
-        log = open(logs / f"worker-{i + 1}.log", "w")
+        log = _new_log(logs, f"worker-{i + 1}-{stamp}")
         procs.append((subprocess.Popen([sys.executable, "-m", "neuroreg.cli", "repro", *argv, "--worker"],
                                        stdout=log, stderr=subprocess.STDOUT, env=env), log))
     return procs
