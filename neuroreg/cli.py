@@ -302,8 +302,13 @@ def checkpoint_fits_model(path: str | Path, checkpoint: dict, model) -> None:
 
 
 def run_cli(argv: list[str]) -> NeuroregCLI:
-    """Run a Lightning subcommand (``fit``, ``validate``, ``test``, ``predict``) and return the CLI."""
+    """Run a Lightning subcommand (``fit``, ``validate``, ``test``, ``predict``) and return the CLI
+    (without Lightning's messages that ask nothing of the user, see :mod:`neuroreg.console`)."""
     from pytorch_lightning import LightningDataModule, LightningModule
+
+    from .console import quiet_lightning
+
+    quiet_lightning()
 
     return NeuroregCLI(
         LightningModule,
@@ -324,6 +329,28 @@ TOOLS: dict[str, str] = {
     "repro": "neuroreg.repro.commands",
     "sweep": "neuroreg.sweeps",
 }
+
+#: one line per subcommand, for ``neuroreg --help``
+SUBCOMMANDS: dict[str, str] = {
+    "fit": "train a model from YAML configs (Lightning CLI; resumes an interrupted run)",
+    "validate": "validate a checkpoint (Lightning CLI)",
+    "test": "test a checkpoint (Lightning CLI)",
+    "predict": "predict with a checkpoint (Lightning CLI)",
+    "data": "list, fetch, verify and convert the public neural data sets",
+    "eval": "evaluate a checkpoint's robustness (and brain similarity) into a report",
+    "compare": "compare evaluation reports across runs",
+    "repro": "reproduce a paper recipe end to end: twin, targets, fits, evaluations, report",
+    "sweep": "expand a W&B sweep into command lines, or run its points (here or as a SLURM array)",
+}
+
+
+def print_help() -> None:
+    """``neuroreg --help``: every subcommand, one line each."""
+    print("usage: neuroreg [--debug] <subcommand> [options]   (neuroreg <subcommand> --help for its options)\n")
+    print("subcommands:")
+    for name, text in SUBCOMMANDS.items():
+        print(f"  {name:9s} {text}")
+
 
 #: exit status of a command refused for its input (a config, a file, an option)
 EXIT_BAD_INPUT = 2
@@ -552,6 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     argv, debug = debug_requested(argv)
     name = f"neuroreg {argv[0]}" if argv and not argv[0].startswith("-") else "neuroreg"
+    if not argv or argv[0] in ("-h", "--help"):
+        print_help()
+        return 0 if argv else EXIT_BAD_INPUT
     try:
         if argv and argv[0] in TOOLS:
             return int(importlib.import_module(TOOLS[argv[0]]).main(argv[1:]) or 0)
