@@ -338,7 +338,7 @@ SUBCOMMANDS: dict[str, str] = {
     "predict": "predict with a checkpoint (Lightning CLI)",
     "data": "list, fetch, verify and convert the public neural data sets",
     "eval": "evaluate a checkpoint's robustness (and brain similarity) into a report",
-    "compare": "compare evaluation reports across runs",
+    "compare": "overlay the robustness curves of several evaluated runs",
     "repro": "reproduce a paper recipe end to end: twin, targets, fits, evaluations, report",
     "sweep": "expand a W&B sweep into command lines, or run its points (here or as a SLURM array)",
 }

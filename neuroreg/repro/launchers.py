@@ -186,8 +186,8 @@ def log_tail(path: Path | None, lines: int = TAIL_LINES) -> list[str]:
     after its last carriage return, so a progress bar counts as its final state)."""
     if path is None or not Path(path).is_file():
         return []
-    text = Path(path).read_text(errors="replace")
-    shown = [line.rsplit("\r", 1)[-1].rstrip() for line in text.splitlines()]
+    text = Path(path).read_bytes().decode(errors="replace")  # not read_text: it turns each \r into a line end
+    shown = [line.rsplit("\r", 1)[-1].rstrip() for line in text.split("\n")]
     return [line for line in shown if line.strip()][-lines:]
 
 
@@ -424,7 +424,7 @@ class SlurmLauncher:
         """Submit every stage that is not done, each after the jobs of the stages it needs;
         then, when given, ``then(*then_args)`` as a ``report`` job after all of them.
         Returns ``{stage name: job id}`` (``"report"`` for the last job)."""
-        executor = self.executor()
+        self.executor()  # no srun: fail before anything is submitted
         ids: dict[str, str] = {}
         for stage in stages:
             if stage.done():
@@ -433,6 +433,7 @@ class SlurmLauncher:
             if missing:
                 raise RuntimeError(f"{stage.name}: needs {missing[0]}, which is neither done nor part of this submission")
             deps = [ids[d.name] for d in stage.deps if d.name in ids]
+            executor = self.executor()  # a new one per job: parameters set for one job never leak into the next
             executor.update_parameters(**self.parameters(stage.kind, stage.name, stage.info.get("trainer"), deps))
             log = new_log(self.logs, stage_log_stem(stage.name))
             self.log_paths[stage.name] = log
@@ -440,6 +441,7 @@ class SlurmLauncher:
             ids[stage.name] = str(job.job_id)
             echo(f"submitted {stage.name}: job {job.job_id}{' after ' + ', '.join(deps) if deps else ''}; log {log}")
         if then is not None:
+            executor = self.executor()
             executor.update_parameters(**self.parameters("report", "report", None, list(ids.values())))
             job = executor.submit(then, *then_args)
             ids["report"] = str(job.job_id)

@@ -1,0 +1,202 @@
+"""Launchers of ``neuroreg repro``: stages as submitit jobs, locally and as SLURM batch scripts."""
+
+import io
+import json
+import os
+import re
+import stat
+import sys
+import time
+from pathlib import Path
+
+import cloudpickle
+import pytest
+
+from neuroreg.repro.launchers import (
+    LocalLauncher,
+    Progress,
+    Resources,
+    SlurmLauncher,
+    execute,
+    log_tail,
+    new_log,
+)
+from neuroreg.repro.stages import FAILED, Stage
+
+# the stage functions below run in the jobs' own processes: pickled by value, not by module name
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _hello(stage):
+    print(f"hello from {stage.name}", flush=True)
+    print("a warning on stderr", file=sys.stderr, flush=True)
+    return {"pid": os.getpid(), "executor": os.environ.get("SUBMITIT_EXECUTOR"), "t": time.time()}
+
+
+def _boom(stage):
+    print("about to fail", flush=True)
+    raise ValueError("no luck")
+
+
+def _stages(tmp_path):
+    a = Stage("twin a", "twin", "k1", tmp_path / "a", _hello)
+    b = Stage("fit b seed 0", "fit", "k2", tmp_path / "b", _hello, deps=(a,))
+    c = Stage("targets c", "targets", "k3", tmp_path / "c", _boom)
+    d = Stage("eval d", "eval", "k4", tmp_path / "d", _hello, deps=(c, b))
+    return a, b, c, d
+
+
+def test_local_launcher_runs_stages_as_submitit_jobs(tmp_path):
+    a, b, c, d = _stages(tmp_path)
+    out = io.StringIO()
+    launcher = LocalLauncher(tmp_path / "logs" / "submitit", tmp_path / "logs", jobs=2, poll=0.1)
+    progress = Progress([a, b, c, d], jobs=2, file=out, bar=False)
+    left = launcher.run([a, b, c, d], progress)
+    assert [s.name for s in left] == ["targets c", "eval d"]
+    ra, rb = a.result(), b.result()
+    # each stage ran in a job process of submitit's local executor, b only after a was done
+    assert ra["executor"] == rb["executor"] == "local" and ra["pid"] != os.getpid() and ra["pid"] != rb["pid"]
+    assert rb["t"] > ra["t"] and ra["key"] == "k1" and ra["stage"] == "twin a" and ra["wall_s"] >= 0
+    # the stage's output (stdout and stderr) is in its own log, not on the console
+    log_a = launcher.log_paths["twin a"]
+    assert log_a.parent == tmp_path / "logs" and log_a.name.startswith("twin-a-")
+    assert "hello from twin a" in log_a.read_text() and "a warning on stderr" in log_a.read_text()
+    failed = json.loads((c.folder / FAILED).read_text())
+    assert failed["error"] == "ValueError: no luck" and "Traceback" in failed["traceback"]
+    assert not d.folder.exists()  # never started
+    lines = out.getvalue().splitlines()
+    assert "hello from" not in out.getvalue()
+    assert sum(line.startswith("neuroreg repro: [") for line in lines) == 2
+    assert any(re.match(r"neuroreg repro: \[1/4\] done (twin a|fit b seed 0) \(\d+ s\); ETA", line) for line in lines)
+    i = lines.index("neuroreg repro: FAILED targets c: ValueError: no luck")
+    assert lines[i + 1] == f"  last lines of its log {launcher.log_paths['targets c']}:"
+    assert "    about to fail" in lines[i + 2:] and "    ValueError: no luck" in lines[i + 2:]
+    assert "neuroreg repro: skipped eval d: targets c failed" in lines
+
+    # a second run: done stages are not submitted again; the failed one is retried (and fails again)
+    before = sorted(p.name for p in (tmp_path / "logs").glob("*.log"))
+    c2 = Stage("targets c", "targets", "k3", tmp_path / "c", _hello)
+    d2 = Stage("eval d", "eval", "k4", tmp_path / "d", _hello, deps=(c2, b))
+    launcher = LocalLauncher(tmp_path / "logs" / "submitit", tmp_path / "logs", jobs=2, poll=0.1)
+    assert launcher.run([a, b, c2, d2]) == []
+    assert set(launcher.log_paths) == {"targets c", "eval d"} and a.result() == ra
+    assert not (c.folder / FAILED).exists() and d2.done()
+    after = sorted(p.name for p in (tmp_path / "logs").glob("*.log"))
+    assert set(before) < set(after)  # earlier logs kept, new ones added
+
+
+def test_execute_skips_a_done_stage_and_writes_done_last(tmp_path):
+    calls = []
+    s = Stage("x", "t", "k", tmp_path / "x", lambda st: calls.append(st.name) or {"v": 1})
+    log = new_log(tmp_path / "logs", "x")
+    assert execute(s, str(log))["v"] == 1 and s.result()["v"] == 1
+    assert execute(s, str(log))["v"] == 1 and calls == ["x"]
+    assert new_log(tmp_path / "logs", "x") != log  # exclusively created, a new name
+
+
+def test_log_tail_shows_a_progress_bar_as_its_last_state(tmp_path):
+    p = tmp_path / "x.log"
+    p.write_text("one\nEpoch 0: 10%\rEpoch 0: 50%\rEpoch 0: 100%\n\n" + "".join(f"l{i}\n" for i in range(20)))
+    assert log_tail(p, 3) == ["l17", "l18", "l19"]
+    assert log_tail(p, 22)[:2] == ["one", "Epoch 0: 100%"]
+    assert log_tail(tmp_path / "missing.log") == []
+
+
+def test_progress_eta_from_finished_stages(tmp_path):
+    stages = [Stage(f"s{i}", "t", str(i), tmp_path / f"s{i}", _hello) for i in range(5)]
+    p = Progress(stages, jobs=2, file=io.StringIO(), bar=False)
+    assert p.eta() is None
+    p.started(stages[0])
+    p.running["s0"] -= 10.0  # it took 10 s
+    p.finished(stages[0])
+    assert p.eta() == pytest.approx(10.0 * 4 / 2, rel=0.01)  # 4 left, 2 at a time
+    p.close()
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    """``sbatch`` and ``srun`` on PATH: sbatch records its arguments and prints a new job id."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "sbatch_calls.txt"
+    counter = tmp_path / "next_id"
+    counter.write_text("1000")
+    (bin_dir / "sbatch").write_text(
+        "#!/bin/sh\n"
+        f'n=$(cat {counter}); n=$((n + 1)); echo $n > {counter}\n'
+        f'echo "$@" >> {record}\n'
+        'echo "Submitted batch job $n"\n'
+    )
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    for f in bin_dir.iterdir():
+        f.chmod(f.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return record
+
+
+def _sbatch_flags(script: Path) -> dict[str, str]:
+    flags = {}
+    for line in script.read_text().splitlines():
+        m = re.fullmatch(r"#SBATCH --([\w-]+)(?:=(.*))?", line)
+        if m:
+            flags[m.group(1)] = m.group(2) if m.group(2) is not None else True
+    return flags
+
+
+def _write_report(out):
+    return out
+
+
+def test_slurm_launcher_writes_batch_scripts_with_dependencies(tmp_path, fake_slurm):
+    twin = Stage("twin t", "twin", "k0", tmp_path / "twin", _hello)
+    fetch = Stage("fetch m", "fetch", "k1", tmp_path / "fetch", _hello)
+    fetch.folder.mkdir()
+    (fetch.folder / "done.json").write_text("{}")  # done: not submitted, and not a dependency
+    fit = Stage("fit similarity seed 0", "fit", "k2", tmp_path / "fit", _hello, deps=(fetch, twin),
+                info={"trainer": {"accelerator": "gpu", "devices": 4, "num_nodes": 2}})
+    ev = Stage("eval similarity seed 0", "eval", "k3", tmp_path / "ev", _hello, deps=(fit,))
+    resources = Resources.for_scale("full", partition="gpu", account="lab", time=720, cpus=6, mem_gb=48)
+    launcher = SlurmLauncher(tmp_path / "logs" / "submitit", tmp_path / "logs", resources,
+                             setup=["source /shared/venv/bin/activate"])
+    printed = []
+    ids = launcher.submit([fetch, twin, fit, ev], then=_write_report, then_args=("OUT",), echo=printed.append)
+    assert ids == {"twin t": "1001", "fit similarity seed 0": "1002", "eval similarity seed 0": "1003", "report": "1004"}
+    calls = fake_slurm.read_text().splitlines()
+    assert len(calls) == 4 and all(c.endswith(".sh") for c in calls)
+    folder = tmp_path / "logs" / "submitit"
+    twin_f, fit_f, ev_f, rep_f = (_sbatch_flags(folder / f"{i}_submission.sh") for i in ("1001", "1002", "1003", "1004"))
+    for f in (twin_f, fit_f, ev_f, rep_f):
+        assert f["partition"] == "gpu" and f["account"] == "lab" and f["time"] == "720" and f["cpus-per-task"] == "6"
+        assert f["mem"] == "48GB" and f["signal"] == "USR1@90" and f["requeue"] is True
+    assert twin_f["job-name"] == "neuroreg-twin-t" and twin_f["gpus-per-node"] == "1" and "dependency" not in twin_f
+    assert twin_f["nodes"] == "1" and twin_f["ntasks-per-node"] == "1"
+    # a DDP fit on 2 nodes x 4 GPUs: one task per GPU, after the twin (the fetch is done already)
+    assert (fit_f["nodes"], fit_f["ntasks-per-node"], fit_f["gpus-per-node"]) == ("2", "4", "4")
+    assert fit_f["dependency"] == "afterok:1001" and fit_f["kill-on-invalid-dep"] == "yes"
+    assert ev_f["dependency"] == "afterok:1002" and ev_f["gpus-per-node"] == "1"
+    assert rep_f["dependency"] == "afterok:1001:1002:1003" and "gpus-per-node" not in rep_f
+    text = (folder / "1002_submission.sh").read_text()
+    assert "source /shared/venv/bin/activate" in text and "export OMP_NUM_THREADS=6" in text
+    assert "srun" in text and "submitit.core._submit" in text
+    # the job's pickle holds execute(stage, log): the stage's log is named at submission
+    assert (folder / "1002_submitted.pkl").is_file() and launcher.log_paths["fit similarity seed 0"].is_file()
+    assert printed[1].startswith("submitted fit similarity seed 0: job 1002 after 1001; log ")
+
+
+def test_slurm_launcher_submits_sweep_points_as_one_array(tmp_path, fake_slurm):
+    points = [Stage(f"point {i}", "sweep", f"k{i}", tmp_path / f"p{i}", _hello) for i in range(3)]
+    launcher = SlurmLauncher(tmp_path / "sub", tmp_path / "logs", Resources.for_scale("mini", partition="cpu"))
+    ids = launcher.submit_array(points, parallel=2, echo=lambda m: None)
+    assert ids == ["1001_0", "1001_1", "1001_2"]
+    assert len(fake_slurm.read_text().splitlines()) == 1
+    script = next((tmp_path / "sub").glob("1001_submission.sh"))
+    flags = _sbatch_flags(script)
+    assert flags["array"] == "0-2%2" and flags["partition"] == "cpu" and "gpus-per-node" not in flags
+    assert flags["signal"] == "USR1@90"
+
+
+def test_slurm_launcher_without_slurm_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    launcher = SlurmLauncher(tmp_path / "sub", tmp_path / "logs", Resources())
+    with pytest.raises(RuntimeError, match="srun"):
+        launcher.submit([Stage("x", "t", "k", tmp_path / "x", _hello)])
