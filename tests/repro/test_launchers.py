@@ -200,3 +200,54 @@ def test_slurm_launcher_without_slurm_is_a_clear_error(tmp_path, monkeypatch):
     launcher = SlurmLauncher(tmp_path / "sub", tmp_path / "logs", Resources())
     with pytest.raises(RuntimeError, match="srun"):
         launcher.submit([Stage("x", "t", "k", tmp_path / "x", _hello)])
+
+
+def test_repro_with_the_slurm_launcher_submits_every_stage_then_the_report(tmp_path, fake_slurm, capsys):
+    from neuroreg.cli import main
+
+    out = tmp_path / "out"
+    argv = ["repro", "quickstart", "--seeds", "1", "--out", str(out), "--launcher", "slurm", "--partition", "cpu",
+            "--account", "lab", "--time", "30"]
+    assert main(argv) == 0
+    plan_json = json.loads((out / "repro.json").read_text())
+    stages = plan_json["stages"]
+    calls = fake_slurm.read_text().splitlines()
+    assert len(calls) == len(stages) + 1  # every stage, then the report
+    printed = capsys.readouterr().out
+    assert f"{len(stages)} stage job(s) and the report job submitted" in printed
+    ids = {s["name"]: str(1001 + i) for i, s in enumerate(stages)}
+    for s in stages:
+        flags = _sbatch_flags(out / "logs" / "submitit" / f"{ids[s['name']]}_submission.sh")
+        assert flags["partition"] == "cpu" and flags["time"] == "30" and flags["cpus-per-task"] == "2"  # mini's CPUs
+        deps = [ids[d] for d in s["deps"]]
+        assert flags.get("dependency") == ("afterok:" + ":".join(deps) if deps else None), s["name"]
+    report = _sbatch_flags(out / "logs" / "submitit" / f"{1001 + len(stages)}_submission.sh")
+    assert report["dependency"] == "afterok:" + ":".join(ids[s["name"]] for s in stages)
+    assert not any((Path(s["folder"]) / "done.json").exists() for s in stages)  # submitted, not run here
+    assert main([*argv[:-2], "--time", "0"]) == 2
+    assert "--time: expected a number >= 1, found 0" in capsys.readouterr().err
+
+
+def test_sweep_points_as_a_slurm_array_and_locally(tmp_path, fake_slurm, capsys):
+    from neuroreg.cli import main
+    from neuroreg.sweeps import load_sweep
+
+    ROOT = Path(__file__).resolve().parents[2]
+    path = ROOT / "experiments" / "sweeps" / "similarity_weight.yaml"
+    sweep = load_sweep(path)
+    out = tmp_path / "sweep"
+    assert main(["sweep", "run", str(path), "--all", "--launcher", "slurm", "--partition", "cpu", "--parallel", "4",
+                 "--out", str(out), "--", "--trainer.fast_dev_run=true"]) == 0
+    assert f"{sweep.size} point(s) of {path} submitted as one array" in capsys.readouterr().out
+    script = out / "logs" / "submitit" / "1001_submission.sh"
+    assert _sbatch_flags(script)["array"] == f"0-{sweep.size - 1}%4"
+    pickles = sorted((out / "logs" / "submitit").glob("1001_*_submitted.pkl"))
+    assert len(pickles) == sweep.size
+    with open(out / "logs" / "submitit" / "1001_2_submitted.pkl", "rb") as f:
+        delayed = cloudpickle.load(f)
+    stage = delayed.args[0]
+    assert stage.name == "point 2" and stage.info["argv"] == [*sweep.cli_args(sweep.point(2)), "--trainer.fast_dev_run=true"]
+    # a bad index range: nothing submitted, a clear error
+    assert main(["sweep", "run", str(ROOT / "experiments" / "sweeps" / "similarity_random.yaml"), "--all",
+                 "--launcher", "slurm"]) == 2
+    assert "pass --count N" in capsys.readouterr().err
