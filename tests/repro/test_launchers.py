@@ -251,3 +251,44 @@ def test_sweep_points_as_a_slurm_array_and_locally(tmp_path, fake_slurm, capsys)
     assert main(["sweep", "run", str(ROOT / "experiments" / "sweeps" / "similarity_random.yaml"), "--all",
                  "--launcher", "slurm"]) == 2
     assert "pass --count N" in capsys.readouterr().err
+
+
+def test_multinode_ddp_config_under_slurm(tmp_path, monkeypatch):
+    """experiments/cluster/li2019_full_ddp.yaml: its trainer settings, the batch layout the SLURM
+    launcher asks for, and the ranks Lightning takes from srun's environment (on CPUs here)."""
+    from jsonargparse import ArgumentParser
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+    from pytorch_lightning import Trainer
+    from pytorch_lightning.strategies import DDPStrategy
+
+    from neuroreg.repro.runner import resolved_config
+
+    ROOT = Path(__file__).resolve().parents[2]
+    cfg = resolved_config(ROOT / "experiments" / "cluster" / "li2019_full_ddp.yaml", [])
+    trainer_cfg = cfg["trainer"]
+    assert (trainer_cfg["accelerator"], trainer_cfg["devices"], trainer_cfg["num_nodes"], trainer_cfg["strategy"]) == ("gpu", 4, 2, "ddp")
+    assert trainer_cfg["sync_batchnorm"] is True
+    (plugin,) = trainer_cfg["plugins"]
+    assert plugin["class_path"].endswith("SLURMEnvironment")
+    assert plugin["init_args"]["auto_requeue"] is True and plugin["init_args"]["requeue_signal"] == "SIGUSR1"
+    assert cfg["model"]["init_args"]["optimizer"]["init_args"]["lr"] == pytest.approx(0.1 * 8)  # linear in the 8 processes
+    launcher = SlurmLauncher(tmp_path, tmp_path, Resources.for_scale("full"))
+    params = launcher.parameters("fit", "fit similarity seed 0", {k: trainer_cfg[k] for k in ("accelerator", "devices", "num_nodes")})
+    assert (params["nodes"], params["ntasks_per_node"], params["gpus_per_node"]) == (2, 4, 4)
+    assert params["additional_parameters"]["signal"] == "USR1@90"
+    # rank 5 of 8 (node 1, local rank 1), as srun starts it; CPUs stand in for the GPUs
+    for key, value in {"SLURM_NTASKS": "8", "SLURM_NTASKS_PER_NODE": "4", "SLURM_PROCID": "5", "SLURM_LOCALID": "1",
+                       "SLURM_NODEID": "1", "SLURM_NODELIST": "gpu[07-08]", "SLURM_JOB_ID": "77",
+                       "SLURM_JOB_NAME": "neuroreg-fit"}.items():
+        monkeypatch.setenv(key, value)
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(Trainer, "trainer", fail_untyped=False)
+    section = {**{k: v for k, v in trainer_cfg.items() if k in ("devices", "num_nodes", "strategy", "sync_batchnorm", "plugins")},
+               "accelerator": "cpu", "logger": False, "enable_checkpointing": False, "default_root_dir": str(tmp_path)}
+    trainer = parser.instantiate_classes(parser.parse_object({"trainer": section}))["trainer"]
+    env = trainer._accelerator_connector.cluster_environment
+    assert isinstance(env, SLURMEnvironment) and env.auto_requeue and env.requeue_signal.name == "SIGUSR1"
+    assert isinstance(trainer.strategy, DDPStrategy)
+    assert (trainer.num_nodes, trainer.num_devices, trainer.world_size) == (2, 4, 8)
+    assert (trainer.global_rank, trainer.local_rank, trainer.node_rank) == (5, 1, 1)
+    assert env.main_address == "gpu07"
