@@ -34,8 +34,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .recipe import RecipeError, list_recipes, load_recipe
 from .launchers import LOGS, SUBMITIT, LocalLauncher, Progress, SlurmLauncher, add_launcher_arguments, resources_from
+from .recipe import RecipeError, list_recipes, load_recipe
 from .runner import ReproError, describe, plan
 from .stages import FAILED, write_json
 
