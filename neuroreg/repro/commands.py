@@ -109,11 +109,8 @@ def main(argv: list[str]) -> int:
           f"{len(stages)} stages, {sum(s.done() for s in stages)} already done; output {out}", flush=True)
     if args.launcher == "slurm":
         return _submit_slurm(args, scale.name, stages, out)
-    import torch
-
-    gpus = torch.cuda.device_count()
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    launcher = LocalLauncher(out / LOGS / SUBMITIT, out / LOGS, jobs=args.jobs, threads=threads, gpus=gpus)
+    launcher = LocalLauncher(out / LOGS / SUBMITIT, out / LOGS, jobs=args.jobs, threads=threads)
     progress = Progress(stages, args.jobs)
     try:
         launcher.run(stages, progress)

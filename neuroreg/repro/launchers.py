@@ -292,20 +292,26 @@ class LocalLauncher:
         logs: where the stages' logs go.
         jobs: stages at a time.
         threads: torch threads per job (``None``: torch's default).
-        gpus: GPUs each job sees (``CUDA_VISIBLE_DEVICES``; the local executor hides the others).
         poll: seconds between looks at the running jobs.
+
+    Each job sees the GPUs this process sees: the local executor sets ``CUDA_VISIBLE_DEVICES``
+    for its jobs, so the job's shell restores this process's value first (or unsets it).
     """
 
-    def __init__(self, folder: Path, logs: Path, jobs: int = 1, threads: int | None = None, gpus: int = 0, poll: float = 0.5):
+    def __init__(self, folder: Path, logs: Path, jobs: int = 1, threads: int | None = None, poll: float = 0.5):
         self.folder, self.logs = Path(folder), Path(logs)
-        self.jobs, self.threads, self.gpus, self.poll = max(1, jobs), threads, gpus, poll
+        self.jobs, self.threads, self.poll = max(1, jobs), threads, poll
         self.log_paths: dict[str, Path] = {}
 
     def _executor(self):
+        import shlex
+
         import submitit
 
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        setup = ["unset CUDA_VISIBLE_DEVICES"] if visible is None else [f"export CUDA_VISIBLE_DEVICES={shlex.quote(visible)}"]
         executor = submitit.LocalExecutor(folder=self.folder)
-        executor.update_parameters(timeout_min=7 * 24 * 60, gpus_per_node=self.gpus)
+        executor.update_parameters(timeout_min=7 * 24 * 60, setup=setup)
         return executor
 
     def run(self, stages: Sequence[Stage], progress: Progress | None = None) -> list[Stage]:

@@ -292,3 +292,18 @@ def test_multinode_ddp_config_under_slurm(tmp_path, monkeypatch):
     assert (trainer.num_nodes, trainer.num_devices, trainer.world_size) == (2, 4, 8)
     assert (trainer.global_rank, trainer.local_rank, trainer.node_rank) == (5, 1, 1)
     assert env.main_address == "gpu07"
+
+
+def _visible(stage):
+    return {"cuda": os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")}
+
+
+def test_local_jobs_see_the_gpus_this_process_sees(tmp_path, monkeypatch):
+    for value, seen in (("3,5", "3,5"), (None, "<unset>")):
+        if value is None:
+            monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        else:
+            monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
+        s = Stage("gpus", "t", "k", tmp_path / str(value), _visible)
+        assert LocalLauncher(tmp_path / "sub", tmp_path / "logs", poll=0.1).run([s]) == []
+        assert s.result()["cuda"] == seen
