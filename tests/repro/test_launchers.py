@@ -307,3 +307,103 @@ def test_local_jobs_see_the_gpus_this_process_sees(tmp_path, monkeypatch):
         s = Stage("gpus", "t", "k", tmp_path / str(value), _visible)
         assert LocalLauncher(tmp_path / "sub", tmp_path / "logs", poll=0.1).run([s]) == []
         assert s.result()["cuda"] == seen
+
+
+TINY_FIT = """
+seed_everything: 0
+trainer:
+  accelerator: cpu
+  devices: 1
+  max_epochs: 2
+  limit_train_batches: 3
+  limit_val_batches: 1
+  deterministic: true
+  enable_model_summary: false
+  enable_progress_bar: false
+model:
+  class_path: neuroreg.models.classifier.RegularizedClassifier
+  init_args:
+    backbone:
+      class_path: neuroreg.models.backbones.SmallResNet
+      init_args: {in_channels: 1, widths: [8, 16]}
+    mean: [0.3]
+    std: [0.32]
+    optimizer:
+      class_path: torch.optim.AdamW
+      init_args: {lr: 0.003}
+data:
+  class_path: neuroreg.data.datamodules.RegularizedDataModule
+  init_args:
+    images:
+      class_path: neuroreg.data.images.Digits
+      init_args: {size: 16, split_seed: 0}
+    batch_size: 64
+    eval_batch_size: 256
+"""
+
+# the body of a SLURM job: execute() of a fit stage; after its first epoch the job gets SLURM's
+# signal (USR1), on which Lightning saves an HPC checkpoint and calls `scontrol requeue`
+JOB = """
+import json, os, signal, sys, threading, time
+from pathlib import Path
+from neuroreg.repro.launchers import execute
+from neuroreg.repro.runner import _run_fit
+from neuroreg.repro.stages import Stage
+
+spec = json.loads(sys.argv[1])
+folder = Path(spec["folder"])
+stage = Stage("fit tiny seed 0", "fit", "k", folder, _run_fit(spec["argv"], False))
+if spec["signal"]:
+    def signal_after_the_first_epoch():
+        while not (folder / "checkpoints" / "last.ckpt").is_file():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGUSR1)
+    threading.Thread(target=signal_after_the_first_epoch, daemon=True).start()
+execute(stage, spec["log"])
+"""
+
+
+@pytest.mark.slow
+def test_a_fit_signalled_under_slurm_is_requeued_and_resumes_from_its_hpc_checkpoint(tmp_path):
+    import subprocess
+
+    from neuroreg.repro.runner import _loggers
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "scontrol_calls.txt"
+    # SLURM requeues by ending the job: the fake scontrol records the call and kills the job's process
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {record}\nkill -9 $PPID\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_FIT)
+    folder = tmp_path / "out" / "runs" / "tiny" / "seed0-k"
+    folder.mkdir(parents=True)
+    argv = ["fit", "--config", str(config), f"--trainer.default_root_dir={folder}",
+            f"--trainer.logger={json.dumps(_loggers(folder, folder.name, None))}"]
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
+           "SLURM_JOB_NAME": "neuroreg-fit-tiny", "SLURM_NTASKS": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+           "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost"}
+    log = tmp_path / "fit.log"
+
+    def job(signal: bool) -> subprocess.CompletedProcess:
+        spec = json.dumps({"folder": str(folder), "argv": argv, "signal": signal, "log": str(log)})
+        return subprocess.run([sys.executable, "-c", JOB, spec], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=600)
+
+    first = job(signal=True)
+    assert first.returncode == -9, first.stderr[-2000:]
+    assert record.read_text().split() == ["requeue", "4242"]
+    assert [p.name for p in folder.glob("hpc_ckpt_*.ckpt")] == ["hpc_ckpt_1.ckpt"]
+    assert not (folder / "done.json").exists()
+    assert "Handling auto-requeue signal" in log.read_text()
+    # the requeued job runs the same stage: the HPC checkpoint becomes last.ckpt and the fit resumes from it
+    second = job(signal=False)
+    assert second.returncode == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "the checkpoint saved on SLURM's requeue signal (hpc_ckpt_1.ckpt)" in text
+    assert "resuming fit tiny seed 0" in text and "neuroreg: resuming from" in text
+    assert not list(folder.glob("hpc_ckpt_*.ckpt"))
+    done = json.loads((folder / "done.json").read_text())
+    assert done["epochs"] == 2 and done["global_step"] == 6
+    assert json.loads((folder / "fit_status.json").read_text())["state"] == "complete"
