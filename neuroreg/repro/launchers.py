@@ -221,7 +221,7 @@ class Progress:
         self.t0 = time.time()
         show = self.file.isatty() if bar is None else bar
         self.bar = tqdm(total=self.total, initial=self.done, file=self.file, disable=not show, leave=False,
-                        dynamic_ncols=True, unit="stage", bar_format="{desc}{n_fmt}/{total_fmt} stages |{bar:20}| {postfix}")
+                        dynamic_ncols=True, unit="stage", bar_format="{n_fmt}/{total_fmt} stages |{bar:20}| {desc}")
         self._refresh()
 
     def eta(self) -> float | None:
@@ -241,7 +241,7 @@ class Progress:
     def _refresh(self) -> None:
         left = self.total - self.done - self.failed - len(self.running)
         names = ", ".join(self.running)
-        self.bar.set_postfix_str(f"{len(self.running)} running{': ' + names if names else ''}; {left} left; {self._eta_text()}")
+        self.bar.set_description_str(f"{len(self.running)} running{': ' + names if names else ''}; {left} left; {self._eta_text()}")
 
     def line(self, text: str) -> None:
         if self.bar.disable:
@@ -334,7 +334,7 @@ class LocalLauncher:
                 for stage in list(pending):
                     if len(running) >= self.jobs:
                         break
-                    if all(d.done() for d in stage.deps):
+                    if stage.ready():
                         pending.remove(stage)
                         log = new_log(self.logs, stage_log_stem(stage.name))
                         self.log_paths[stage.name] = log

@@ -118,8 +118,5 @@ class Stage:
         return json.loads(self.done_path.read_text())
 
     def ready(self) -> bool:
+        """Every stage it needs is done."""
         return all(d.done() for d in self.deps)
-
-    def blocked(self) -> bool:
-        """A dependency failed (and has not been redone since), so this stage cannot run yet."""
-        return any((d.failed() and not d.done()) or d.blocked() for d in self.deps)
