@@ -228,7 +228,7 @@ def test_repro_with_the_slurm_launcher_submits_every_stage_then_the_report(tmp_p
     assert "--time: expected a number >= 1, found 0" in capsys.readouterr().err
 
 
-def test_sweep_points_as_a_slurm_array_and_locally(tmp_path, fake_slurm, capsys):
+def test_sweep_points_as_one_slurm_array(tmp_path, fake_slurm, capsys):
     from neuroreg.cli import main
     from neuroreg.sweeps import load_sweep
 
