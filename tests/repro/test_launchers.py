@@ -407,3 +407,27 @@ def test_a_fit_signalled_under_slurm_is_requeued_and_resumes_from_its_hpc_checkp
     done = json.loads((folder / "done.json").read_text())
     assert done["epochs"] == 2 and done["global_step"] == 6
     assert json.loads((folder / "fit_status.json").read_text())["state"] == "complete"
+
+
+@pytest.mark.slow
+def test_sweep_points_run_as_local_jobs(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from neuroreg.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(TINY_FIT)
+    sweep = {"method": "grid", "parameters": {"model.init_args.optimizer.init_args.lr": {"values": [0.001, 0.01]}},
+             "command": ["${env}", "neuroreg", "fit", "--config", str(tmp_path / "tiny.yaml"), "${args}"]}
+    (tmp_path / "lr.yaml").write_text(yaml.safe_dump(sweep))
+    argv = ["sweep", "run", "lr.yaml", "--all", "--jobs", "2", "--out", "sw", "--", "--trainer.fast_dev_run=true"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "neuroreg sweep: 2 of 2 point(s) done" in printed and "Epoch" not in printed
+    done = sorted((tmp_path / "sw").glob("point*/done.json"))
+    assert len(done) == 2
+    assert [json.loads(p.read_text())["argv"][-2] for p in done] == [
+        "--model.init_args.optimizer.init_args.lr=0.001", "--model.init_args.optimizer.init_args.lr=0.01"]
+    logs = sorted((tmp_path / "sw" / "logs").glob("point-*.log"))
+    assert len(logs) == 2 and all("neuroreg sweep: point" in p.read_text() for p in logs)
+    assert main(argv) == 0 and len(list((tmp_path / "sw" / "logs").glob("point-*.log"))) == 2  # nothing rerun
