@@ -23,7 +23,9 @@ neuroreg's own checkpoints hold nothing else (random states are stored as tensor
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import io
 import os
 import pickle
 import re
@@ -34,6 +36,8 @@ from pathlib import Path
 from typing import IO, Any
 
 _BLOCK = 1 << 20
+#: errors of a write the file system cannot hold
+_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 def umask_mode(mode: int = 0o666) -> int:
@@ -65,10 +69,42 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        if err.errno in _FULL:
+            raise OSError(err.errno, f"{os.strerror(err.errno)}: cannot write {path} (nothing was written; "
+                                     "a previous file of that name is unchanged)") from err
+        raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def atomic_hdf5(path: str | os.PathLike[str], **kwargs: Any) -> Iterator[Any]:
+    """Yield a new, writable ``h5py.File`` built in memory; on success its bytes are written to
+    ``path`` with :func:`atomic_write`.
+
+    HDF5 writing straight to a file that the disk cannot hold (``ENOSPC``, a quota, a file-size
+    limit) fails inside the library, and closing such a file can crash the process; built in
+    memory, the only writes to disk are plain ones, whose failure is an ``OSError`` naming
+    ``path`` and leaves nothing behind.
+
+    Args:
+        path: the final ``.h5`` file.
+        **kwargs: passed to ``h5py.File`` (e.g. ``libver``).
+
+    Raises:
+        OSError: the file cannot be written (e.g. ``ENOSPC``); ``path`` is left as it was.
+    """
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", **kwargs) as f:
+        yield f
+    atomic_write(path, lambda out: out.write(buffer.getbuffer()), mode="wb")
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], Any], mode: str = "w") -> None:

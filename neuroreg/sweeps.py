@@ -5,8 +5,10 @@ A sweep under ``experiments/sweeps/`` is a wandb sweep configuration (``program`
 keys, e.g. ``model.init_args.regularizers.similarity.init_args.weight``. With a W&B
 server it is launched by ``wandb sweep FILE`` and ``wandb agent ENTITY/PROJECT/ID``;
 without one, ``neuroreg sweep expand`` prints the command lines the agent would run and
-``neuroreg sweep run FILE --index I`` runs one point in this process (a SLURM array, a
-test).
+``neuroreg sweep run FILE --index I`` runs one point in this process (a test, a job);
+``neuroreg sweep run FILE --all [--launcher slurm …]`` runs every point (or ``--count``
+draws) through the launchers of ``neuroreg repro`` (:mod:`neuroreg.repro.launchers`):
+``--jobs`` at a time on this machine, or as one SLURM job array (``--array=0-<n-1>``).
 
 This module is an adapter: wandb's ``sweeps`` library searches and wandb's agent code
 writes the command line. What it adds is what they lack:
@@ -528,11 +530,89 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every point of a grid (the default), or --count draws")
     ex.add_argument("--count", type=int, help="with --all: the number of points (required for random/bayes sweeps)")
     ex.add_argument("--seed", type=int, default=0, help="seed of random/bayes draws (default 0)")
-    run = sub.add_parser("run", help="run one point in this process (arguments after -- are appended)")
+    run = sub.add_parser("run", help="run one point in this process, or points through a launcher: this machine's cores "
+                                      "or a SLURM array (arguments after -- are appended)")
     run.add_argument("file", type=Path)
-    run.add_argument("--index", type=int, required=True, help="the point to run (0-based), e.g. $SLURM_ARRAY_TASK_ID")
+    points = run.add_mutually_exclusive_group(required=True)
+    points.add_argument("--index", type=int, help="the point to run (0-based), e.g. $SLURM_ARRAY_TASK_ID")
+    points.add_argument("--all", action="store_true", help="every point of a grid, or --count draws, as launcher jobs")
+    run.add_argument("--count", type=int, help="with --all: the number of points (required for random/bayes sweeps)")
     run.add_argument("--seed", type=int, default=0, help="seed of random/bayes draws (default 0)")
+    run.add_argument("--out", type=Path, help="with --all or --launcher slurm: the points' folders and logs "
+                                              "(default runs/sweeps/<file name>)")
+    run.add_argument("--jobs", type=int, default=1, help="--all --launcher local: points at a time (default 1)")
+    run.add_argument("--parallel", type=int, help="--launcher slurm: array tasks at a time (sbatch --array=…%%N)")
+    run.add_argument("--scale", default="mini", choices=("mini", "real", "full"),
+                     help="--launcher slurm: the recipe scale whose default resources a job asks for (default mini)")
+    from neuroreg.repro.launchers import add_launcher_arguments
+
+    add_launcher_arguments(run)
     return p
+
+
+def _run_point(cli_args: list[str]):
+    def run(stage) -> dict[str, Any]:
+        from neuroreg.cli import main as neuroreg_main
+
+        print(f"neuroreg sweep: {stage.name}: neuroreg {shlex.join(cli_args)}", flush=True)
+        status = neuroreg_main(cli_args)
+        if status:
+            raise RuntimeError(f"neuroreg {shlex.join(cli_args)} exited with status {status}")
+        return {"argv": cli_args}
+
+    return run
+
+
+def point_stages(sweep: Sweep, indices: list[int], seed: int, extra: list[str], out: Path) -> list:
+    """One :class:`~neuroreg.repro.stages.Stage` per point (``OUT/point<i>-<key>/``, done once
+    its fit returned 0), for the launchers of :mod:`neuroreg.repro.launchers`."""
+    from neuroreg.repro.stages import Stage, content_key
+
+    stages = []
+    for i in indices:
+        cli_args = sweep.cli_args(sweep.point(i, seed)) + extra
+        key = content_key("sweep", cli_args)
+        stages.append(Stage(f"point {i}", "sweep", key, Path(out).resolve() / f"point{i}-{key}", _run_point(cli_args),
+                            info={"index": i, "argv": cli_args}))
+    return stages
+
+
+def _launch(args: argparse.Namespace, sweep: Sweep, extra: list[str]) -> int:
+    """``run --all`` or ``run --launcher slurm``: the points as launcher jobs."""
+    from neuroreg.repro.launchers import LOGS, SUBMITIT, LocalLauncher, Progress, SlurmLauncher, resources_from
+
+    if args.index is not None:
+        indices = [args.index]
+    else:
+        if sweep.method != "grid" and args.count is None:
+            raise SweepError(f"{args.file}: a {sweep.method} sweep has no end; pass --count N (or --index I)")
+        indices = list(range(args.count if args.count is not None else sweep.size))
+    out = args.out or Path("runs") / "sweeps" / args.file.stem
+    stages = point_stages(sweep, indices, args.seed, extra, out)
+    if args.launcher == "slurm":
+        try:
+            resources = resources_from(args, args.scale)
+        except ValueError as err:
+            raise SweepError(str(err)) from err
+        launcher = SlurmLauncher(Path(out) / LOGS / SUBMITIT, Path(out) / LOGS, resources, setup=args.slurm_setup)
+        try:
+            ids = launcher.submit_array(stages, parallel=args.parallel, echo=lambda m: print(f"neuroreg sweep: {m}"))
+        except (RuntimeError, OSError) as err:
+            print(f"neuroreg sweep: error: cannot submit to SLURM: {err}", file=sys.stderr)
+            return 1
+        print(f"neuroreg sweep: {len(ids)} point(s) of {args.file} submitted as one array; {len(stages) - len(ids)} already done")
+        return 0
+    if args.jobs < 1:
+        raise SweepError(f"--jobs: expected an integer >= 1, found {args.jobs}")
+    launcher = LocalLauncher(Path(out) / LOGS / SUBMITIT, Path(out) / LOGS, jobs=args.jobs,
+                             threads=max(1, (os.cpu_count() or 1) // args.jobs))
+    progress = Progress(stages, args.jobs, prefix="neuroreg sweep")
+    try:
+        left = launcher.run(stages, progress)
+    finally:
+        progress.close()
+    print(f"neuroreg sweep: {len(stages) - len(left)} of {len(stages)} point(s) done; folders under {out}")
+    return 1 if left else 0
 
 
 def main(argv: list[str]) -> int:
@@ -548,6 +628,8 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         sweep = load_sweep(args.file)
+        if args.action == "run" and (args.all or args.launcher == "slurm"):
+            return _launch(args, sweep, extra)
         if args.action == "run":
             cli_args = sweep.cli_args(sweep.point(args.index, args.seed)) + extra
         elif args.index is not None:

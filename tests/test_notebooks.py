@@ -113,7 +113,8 @@ def mini_repro(tmp_path_factory):
         os.chdir(before)
     plan = json.loads((out / "repro.json").read_text())
     assert all((Path(s["folder"]) / "done.json").is_file() for s in plan["stages"])
-    assert "neuroreg repro:" in (out / "logs" / "worker-1.log").read_text()  # the worker ran and logged
+    (log,) = (out / "logs").glob("worker-1-*.log")
+    assert "neuroreg repro:" in log.read_text()  # the worker ran and logged
     return out, root
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from neuroreg.io import atomic_path
+from neuroreg.io import atomic_hdf5
 
 from .hdf5 import open_hdf5
 
@@ -249,28 +249,28 @@ class NeuralRecording:
 
     # --------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the recording to ``path`` atomically (:func:`neuroreg.io.atomic_path`: temp file, fsync, rename)."""
+        """Write the recording to ``path`` atomically (:func:`neuroreg.io.atomic_hdf5`: built in memory, then
+        temp file, fsync, rename; a full disk is an ``OSError`` and leaves nothing behind)."""
         path = Path(path)
-        with atomic_path(path) as tmp:
-            str_dt = h5py.string_dtype("utf-8")
-            with h5py.File(tmp, "w") as f:
-                f.create_dataset("images", data=self.images, chunks=(1, *self.images.shape[1:]) if self.n_images else None)
-                if self.image_ids.dtype == object:
-                    f.create_dataset("image_ids", data=self.image_ids.astype(str).tolist(), dtype=str_dt)
+        str_dt = h5py.string_dtype("utf-8")
+        with atomic_hdf5(path) as f:
+            f.create_dataset("images", data=self.images, chunks=(1, *self.images.shape[1:]) if self.n_images else None)
+            if self.image_ids.dtype == object:
+                f.create_dataset("image_ids", data=self.image_ids.astype(str).tolist(), dtype=str_dt)
+            else:
+                f.create_dataset("image_ids", data=self.image_ids)
+            f.create_dataset("responses", data=self.responses)
+            f.create_dataset("trial_image", data=self.trial_image)
+            f.create_dataset("trial_tier", data=self.trial_tier.astype(str).tolist(), dtype=str_dt)
+            g = f.create_group("neurons")
+            for key, values in self.neurons.items():
+                if values.dtype.kind in "OUS":
+                    g.create_dataset(key, data=string_array(values).astype(str).tolist(), dtype=str_dt)
                 else:
-                    f.create_dataset("image_ids", data=self.image_ids)
-                f.create_dataset("responses", data=self.responses)
-                f.create_dataset("trial_image", data=self.trial_image)
-                f.create_dataset("trial_tier", data=self.trial_tier.astype(str).tolist(), dtype=str_dt)
-                g = f.create_group("neurons")
-                for key, values in self.neurons.items():
-                    if values.dtype.kind in "OUS":
-                        g.create_dataset(key, data=string_array(values).astype(str).tolist(), dtype=str_dt)
-                    else:
-                        g.create_dataset(key, data=values)
-                for attr in _ATTRS:
-                    f.attrs[attr] = getattr(self, attr)
-                f.attrs["schema_version"] = SCHEMA_VERSION
+                    g.create_dataset(key, data=values)
+            for attr in _ATTRS:
+                f.attrs[attr] = getattr(self, attr)
+            f.attrs["schema_version"] = SCHEMA_VERSION
         return path
 
     @classmethod

@@ -11,23 +11,32 @@
 Stages (fetch → twin fit → target prediction → fits of every arm × seed → evaluation)
 are cached by content and resumable: run the same command again after an interruption
 and finished stages are skipped, an interrupted fit resumes from its last checkpoint.
-Several processes share the work through claims in the output folder: ``--jobs N``
-starts N − 1 helper processes on this machine; on several machines, run the same
-command on each, pointed at one shared ``--out`` folder, from a shared working
-directory (the twin and target caches under ``data/`` are shared that way too). The
-process that started without ``--worker`` writes ``OUT/report/`` when every stage is
-done.
+Where they run is the launcher's (:mod:`neuroreg.repro.launchers`): ``--launcher local``
+(default) runs ``--jobs`` stages at a time on this machine through submitit's local
+executor, shows one progress display and writes ``OUT/report/`` at the end; each stage's
+own output goes to its log under ``OUT/logs/``. ``--launcher slurm`` submits one sbatch
+job per stage that is not done (``--dependency=afterok`` on the stages it needs) and a
+last job that writes the report, then returns; run the same command again (or with
+``--dry-run``) to see what is done. One invocation per output folder at a time; without
+SLURM, several machines cannot share one output folder.
+
+::
+
+    neuroreg repro li2019 --scale full --seeds 5 --launcher slurm --partition gpu --account lab \
+        --time 720 --gpus 1 --cpus 8 --mem 32 --out /shared/repro/li2019
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
 
+from .launchers import LOGS, SUBMITIT, LocalLauncher, Progress, SlurmLauncher, add_launcher_arguments, resources_from
 from .recipe import RecipeError, list_recipes, load_recipe
-from .runner import ReproError, clear_failures, describe, plan, run_stages, spawn_workers
+from .runner import ReproError, describe, plan
 from .stages import FAILED, write_json
 
 
@@ -40,25 +49,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-list", type=int, nargs="+", help="explicit seeds instead of --seeds")
     p.add_argument("--out", type=Path, help="output folder (default runs/repro/<recipe>-<scale>)")
     p.add_argument("--jobs", default="auto",
-                   help="processes on this machine, each with cores/jobs threads (default auto: one per CPU core, "
-                        "at most 4, on a machine without a GPU; 1 with a GPU)")
+                   help="--launcher local: stages at a time, each with cores/jobs threads (default auto: one per CPU "
+                        "core, at most 4, on a machine without a GPU; 1 with a GPU)")
     p.add_argument("--wandb", metavar="PROJECT", help="also log every fit to this W&B project (grouped by recipe)")
     p.add_argument("--data-dir", help="where manifests' files are fetched (default: neuroreg data's default)")
-    p.add_argument("--stale-after", type=float, default=300.0, help="seconds after which another process's silent claim is taken over")
     p.add_argument("--dry-run", action="store_true", help="print the stages and whether they are done, then exit")
-    p.add_argument("--no-progress", action="store_true", help="hide Lightning's progress bars")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-progress", action="store_true", help="no Lightning progress bars in the stages' logs")
+    add_launcher_arguments(p)
     return p
-
-
-def _worker_argv(args: argparse.Namespace, recipe_path: Path, out: Path, seeds: list[int]) -> list[str]:
-    argv = [str(recipe_path), "--scale", args.scale, "--seed-list", *map(str, seeds), "--out", str(out),
-            "--stale-after", str(args.stale_after), "--no-progress"]
-    if args.wandb:
-        argv += ["--wandb", args.wandb]
-    if args.data_dir:
-        argv += ["--data-dir", args.data_dir]
-    return argv
 
 
 def _jobs(value: str) -> int:
@@ -106,27 +104,18 @@ def main(argv: list[str]) -> int:
             print(f"{state:7s} {s.name:32s} {s.folder}")
         return 0
 
-    import torch
-
+    write_json(out / "repro.json", describe(recipe, scale, seeds, stages))
+    print(f"neuroreg repro: {recipe.title} — {scale.name} scale, {len(scale.arms)} arms × {len(seeds)} seeds, "
+          f"{len(stages)} stages, {sum(s.done() for s in stages)} already done; output {out}", flush=True)
+    if args.launcher == "slurm":
+        return _submit_slurm(args, scale.name, stages, out)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    workers = []
-    if not args.worker:
-        write_json(out / "repro.json", describe(recipe, scale, seeds, stages))
-        clear_failures(stages)
-        print(f"neuroreg repro: {recipe.title} — {scale.name} scale, {len(scale.arms)} arms × {len(seeds)} seeds, "
-              f"{len(stages)} stages, {sum(s.done() for s in stages)} already done; output {out}", flush=True)
-        if args.jobs > 1:
-            workers = spawn_workers(_worker_argv(args, recipe.path, out, seeds), args.jobs - 1, out, threads)
-    if args.jobs > 1 or args.worker:
-        torch.set_num_threads(threads)
+    launcher = LocalLauncher(out / LOGS / SUBMITIT, out / LOGS, jobs=args.jobs, threads=threads)
+    progress = Progress(stages, args.jobs)
     try:
-        run_stages(stages, stale_after=args.stale_after, echo=lambda m: print(m, flush=True))
+        launcher.run(stages, progress)
     finally:
-        for proc, log in workers:
-            proc.wait()
-            log.close()
-    if args.worker:
-        return 0 if all(s.done() for s in stages) else 1
+        progress.close()
     missing = [s for s in stages if not s.done()]
     if missing:
         print(f"neuroreg repro: {len(missing)} stage(s) did not finish:", file=sys.stderr)
@@ -134,13 +123,41 @@ def main(argv: list[str]) -> int:
             why = "skipped: a stage it needs failed"
             if (s.folder / FAILED).is_file():
                 why = json.loads((s.folder / FAILED).read_text())["error"]
-            print(f"  {s.name} ({s.folder}): {why}", file=sys.stderr)
+            log = launcher.log_paths.get(s.name)
+            print(f"  {s.name} ({s.folder}): {why}{f'; log {log}' if log else ''}", file=sys.stderr)
         print("neuroreg repro: run the same command again to retry; finished stages are kept.", file=sys.stderr)
         return 1
+    paths = write_report_of(str(out))
+    claims_md = out / "report" / "claims.md"
+    if claims_md.is_file():
+        print(claims_md.read_text().rstrip())
+    print(f"neuroreg repro: report written to {out / 'report'} (tables: {paths['summary_md']})")
+    return 0
+
+
+def write_report_of(out: str) -> dict[str, Path]:
+    """Write ``OUT/report/`` from ``OUT/repro.json`` (the last job of a SLURM submission)."""
+    import json
+
     from .report import write_report
 
-    plan_json = json.loads((out / "repro.json").read_text())
-    paths = write_report(plan_json, out / "report")
-    print(paths["summary_md"].read_text())
-    print(f"neuroreg: reproduction report written to {out / 'report'}")
+    plan_json = json.loads((Path(out) / "repro.json").read_text())
+    return write_report(plan_json, Path(out) / "report")
+
+
+def _submit_slurm(args: argparse.Namespace, scale: str, stages, out: Path) -> int:
+    """Submit the stages that are not done, and the report after them, as SLURM jobs."""
+    try:
+        resources = resources_from(args, scale)
+    except ValueError as err:
+        print(f"neuroreg repro: error: {err}", file=sys.stderr)
+        return 2
+    launcher = SlurmLauncher(out / LOGS / SUBMITIT, out / LOGS, resources, setup=args.slurm_setup)
+    try:
+        ids = launcher.submit(stages, then=write_report_of, then_args=(str(out),), echo=lambda m: print(f"neuroreg repro: {m}"))
+    except (RuntimeError, OSError, subprocess.SubprocessError) as err:  # no srun / sbatch, or sbatch refused
+        print(f"neuroreg repro: error: cannot submit to SLURM: {err}", file=sys.stderr)
+        return 1
+    print(f"neuroreg repro: {len(ids) - 1} stage job(s) and the report job submitted; the report will be in "
+          f"{out / 'report'}; `squeue --me` follows them, and the same command with --dry-run shows what is done")
     return 0

@@ -1,10 +1,9 @@
 """Plan and run a recipe: fetch → twin fit → target prediction → fits → evaluation.
 
 :func:`plan` turns a recipe scale, seeds and an output folder into :class:`Stage`\\ s,
-each keyed by content; :func:`run_stages` runs them in dependency order, skipping done
-ones, claiming each before it starts so that several processes (``--jobs``, or
-``neuroreg repro`` on several machines pointed at one shared output folder) split the
-work. Output layout (``OUT`` = ``runs/repro/<recipe>-<scale>`` by default)::
+each keyed by content; a launcher (:mod:`neuroreg.repro.launchers`: this machine's
+cores through submitit's local executor, or SLURM jobs with dependencies) runs the ones
+not done yet, in dependency order. Output layout (``OUT`` = ``runs/repro/<recipe>-<scale>`` by default)::
 
     OUT/repro.json                                the plan: recipe, seeds, arms, stages
     OUT/stages/fetch-<manifest>-<key>/done.json   fetched + verified files
@@ -14,6 +13,8 @@ work. Output layout (``OUT`` = ``runs/repro/<recipe>-<scale>`` by default)::
                                                   final.ckpt, done.json
     OUT/runs/<arm>/seed<s>-<key>/evals/<key>/     evaluation: eval/report.json + plots, done.json
     OUT/report/                                   comparison (see :mod:`neuroreg.repro.report`)
+    OUT/logs/<stage>-<UTC time>-<pid>.log         each stage's own output (Lightning's bars, warnings)
+    OUT/logs/submitit/                            submitit's job files (pickles, its own logs)
 
 A fit's key hashes its fully resolved config (every argument, defaults included, as
 the Lightning CLI dumps it, with the recipe's and the arm's overrides and the seed; the
@@ -28,10 +29,6 @@ import importlib
 import json
 import os
 import shutil
-import socket
-import sys
-import time
-import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .recipe import Recipe, Scale
-from .stages import FAILED, Heartbeat, Stage, config_digest, content_key, write_json
+from .stages import Stage, config_digest, content_key
 
 if TYPE_CHECKING:
     from neuroreg.targets.base import Prerequisite
@@ -213,18 +210,21 @@ def _run_fit(argv: list[str], progress: bool) -> Callable[[Stage], dict[str, Any
         from neuroreg.runs.status import read_status, write_status
 
         last = stage.folder / LAST_CHECKPOINT
+        rank0 = _rank() == 0
+        if rank0:
+            _promote_hpc_checkpoint(stage.folder, last)
         status = read_status(stage.folder) or {}
         if last.is_file() and status.get("state") != "complete":
-            # this worker holds the stage's claim, so no other process fits here: an earlier
-            # "running" status is a dead fit, which `neuroreg fit` then resumes from last.ckpt
-            # (keeping its metrics.csv rows)
-            if status.get("state") == "running":
+            # the launcher runs a stage in one job at a time, so no other process fits here:
+            # an earlier "running" status is a dead (or preempted and requeued) fit, which
+            # `neuroreg fit` then resumes from last.ckpt (keeping its metrics.csv rows)
+            if status.get("state") == "running" and rank0:
                 write_status(stage.folder, {**status, "state": "interrupted"})
             print(f"neuroreg repro: resuming {stage.name} from {last}", flush=True)
-        else:  # nothing to resume from (or a complete fit whose stage did not finish): start clean
+        elif rank0:  # nothing to resume from (or a complete fit whose stage did not finish): start clean
+            # (the other ranks of a multi-node fit find nothing to resume either, and start fresh too)
             for child in stage.folder.iterdir():
-                if child.name != ".claim":
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
         cli = run_cli([*argv, f"--trainer.enable_progress_bar={str(progress).lower()}"])
         trainer = cli.trainer
         if trainer.interrupted or not trainer.state.finished:
@@ -255,6 +255,36 @@ def _run_eval(fit: Stage, spec: Any, seed: int, baseline: Stage | None, progress
                 "sanity_passed": report.get("sanity_passed")}
 
     return run
+
+
+def _rank() -> int:
+    """This process's global rank in a multi-task job (SLURM, submitit's local executor), else 0."""
+    for key in ("SLURM_PROCID", "SUBMITIT_LOCAL_GLOBALID", "RANK"):
+        if os.environ.get(key):
+            return int(os.environ[key])
+    return 0
+
+
+def _promote_hpc_checkpoint(folder: Path, last: Path) -> None:
+    """Make the checkpoint Lightning wrote on SLURM's requeue signal the fit's ``last.ckpt``.
+
+    Under SLURM, Lightning's :class:`~lightning_fabric.plugins.environments.SLURMEnvironment`
+    (``auto_requeue``) answers the signal sent before the time limit or a preemption by
+    saving ``<default_root_dir>/hpc_ckpt_<n>.ckpt`` and requeueing the job. That file is
+    a whole checkpoint (neuroreg's callbacks store their state in it too), newer than
+    ``last.ckpt``; moving it there lets neuroreg's resume (:mod:`neuroreg.runs.resume`)
+    continue from it, and no stale HPC checkpoint is left for Lightning to pick up later.
+    """
+    hpc = sorted(folder.glob("hpc_ckpt_*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not hpc:
+        return
+    newest = hpc[-1]
+    if not last.is_file() or newest.stat().st_mtime >= last.stat().st_mtime:
+        last.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(newest, last)
+        print(f"neuroreg repro: the checkpoint saved on SLURM's requeue signal ({newest.name}) is now {last}", flush=True)
+    for p in folder.glob("hpc_ckpt_*.ckpt"):
+        p.unlink()
 
 
 # ------------------------------------------------------------------------ plan
@@ -335,8 +365,10 @@ def plan(
             argv = ["fit", "--config", str(arm.config), *scale.overrides, *arm.overrides, f"--seed_everything={seed}",
                     f"--trainer.default_root_dir={folder}", f"--trainer.logger={json.dumps(_loggers(folder, run_name, wandb))}"]
             deps = tuple(d for d in (*fetches, arm_targets[arm.label]) if d is not None)
+            trainer = resolved[arm.label].get("trainer") or {}
+            resources = {k: trainer.get(k) for k in ("accelerator", "devices", "num_nodes")}
             fits[(arm.label, seed)] = Stage(f"fit {arm.label} seed {seed}", "fit", key, folder, _run_fit(argv, progress), deps=deps,
-                                            info={"arm": arm.label, "seed": seed, "argv": argv})
+                                            info={"arm": arm.label, "seed": seed, "argv": argv, "trainer": resources})
     stages += list(fits.values())
 
     spec = scale.eval
@@ -376,73 +408,3 @@ def describe(recipe: Recipe, scale: Scale, seeds: Sequence[int], stages: Sequenc
         "stages": [{"name": s.name, "kind": s.kind, "key": s.key, "folder": str(s.folder),
                     "deps": [d.name for d in s.deps], **s.info} for s in stages],
     }
-
-
-# ------------------------------------------------------------------------- run
-def run_stages(
-    stages: Sequence[Stage],
-    *,
-    stale_after: float = 300.0,
-    heartbeat: float = 20.0,
-    poll: float = 2.0,
-    echo: Callable[[str], None] = print,
-) -> list[Stage]:
-    """Run every stage that is not done, in order, when its dependencies are done.
-
-    Stages claimed by other processes are waited for. A stage that raises is marked
-    failed (``failed.json`` with the error) and the stages that depend on it are
-    skipped. Returns the failed stages (empty when everything is done).
-    """
-    total = len(stages)
-    while True:
-        pending = [s for s in stages if not s.done() and not s.failed() and not s.blocked()]
-        if not pending:
-            break
-        ran = False
-        for stage in pending:
-            if not stage.ready() or not stage.try_claim(stale_after):
-                continue
-            n_done = sum(s.done() for s in stages)
-            echo(f"neuroreg repro: [{n_done + 1}/{total}] {stage.name} → {stage.folder}")
-            t0 = time.time()
-            try:
-                with Heartbeat(stage.folder / ".claim", heartbeat):
-                    result = stage.run(stage)
-                write_json(stage.done_path, {**result, "stage": stage.name, "key": stage.key, "wall_s": round(time.time() - t0, 2),
-                                             "host": socket.gethostname()})
-                echo(f"neuroreg repro: done {stage.name} in {time.time() - t0:.1f} s")
-            except Exception as err:  # a failed stage must not stop the others
-                write_json(stage.folder / FAILED, {"stage": stage.name, "error": f"{type(err).__name__}: {err}",
-                                                    "traceback": traceback.format_exc()})
-                echo(f"neuroreg repro: FAILED {stage.name}: {type(err).__name__}: {err}")
-            finally:
-                stage.release()
-            ran = True
-            break
-        if not ran:
-            time.sleep(poll)
-    return [s for s in stages if not s.done()]
-
-
-def clear_failures(stages: Sequence[Stage]) -> None:
-    """Remove failure markers so a new invocation retries those stages."""
-    for s in stages:
-        try:
-            (s.folder / FAILED).unlink()
-        except FileNotFoundError:
-            pass
-
-
-def spawn_workers(argv: Sequence[str], n: int, out: Path, threads: int) -> list[Any]:
-    """Start ``n`` worker copies of ``neuroreg repro argv --worker`` (logs in OUT/logs/)."""
-    import subprocess
-
-    logs = out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    procs = []
-    for i in range(n):
-        log = open(logs / f"worker-{i + 1}.log", "w")
-        procs.append((subprocess.Popen([sys.executable, "-m", "neuroreg.cli", "repro", *argv, "--worker"],
-                                       stdout=log, stderr=subprocess.STDOUT, env=env), log))
-    return procs

@@ -1,24 +1,18 @@
-"""Stages of a reproduction: content keys, claims (locks) and completion markers.
+"""Stages of a reproduction: content keys and completion markers.
 
 A stage owns one folder. It is *done* when ``done.json`` exists there (written
-atomically, last). Before running, a process *claims* the stage by creating
-``.claim`` with ``O_CREAT | O_EXCL`` — on a local or shared (NFS, SMB) output folder
-this lets several processes, on one machine or many, split the stages between them.
-The claiming process refreshes the claim's modification time while it works; a claim
-whose process is gone (same host) or that has not been refreshed for ``stale_after``
-seconds (any host) is taken over. A stage that raised leaves ``failed.json`` (with the
-error) so other processes do not retry it in the same session; a new ``neuroreg repro``
-invocation clears failure markers and retries.
+atomically, last), so running a stage again is a no-op and an interrupted one is
+simply run again. Which process runs a stage, and when, is the launcher's business
+(:mod:`neuroreg.repro.launchers`: a job scheduler, submitit's local executor or
+SLURM); a stage's folder is written by one job at a time. A stage that raised leaves
+``failed.json`` (the error and traceback, for the console and the logs); the next run
+of the stage removes it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +23,6 @@ import yaml
 from neuroreg.io import atomic_write
 
 DONE = "done.json"
-CLAIM = ".claim"
 FAILED = "failed.json"
 
 
@@ -125,78 +118,5 @@ class Stage:
         return json.loads(self.done_path.read_text())
 
     def ready(self) -> bool:
+        """Every stage it needs is done."""
         return all(d.done() for d in self.deps)
-
-    def blocked(self) -> bool:
-        """A dependency failed, so this stage cannot run in this session."""
-        return any(d.failed() or d.blocked() for d in self.deps)
-
-    # ----------------------------------------------------------------- claims
-    def _claim_path(self) -> Path:
-        return self.folder / CLAIM
-
-    def claimed_by_other(self, stale_after: float) -> bool:
-        claim = self._claim_path()
-        try:
-            info = json.loads(claim.read_text())
-            age = time.time() - claim.stat().st_mtime
-        except (OSError, ValueError):
-            return False
-        if age > stale_after:
-            return False
-        from neuroreg.runs.status import pid_alive
-
-        if info.get("host") == socket.gethostname() and not pid_alive(int(info.get("pid", -1))):
-            return False
-        return True
-
-    def try_claim(self, stale_after: float) -> bool:
-        """Create the claim; take over a stale one. True when this process owns the stage."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        claim = self._claim_path()
-        me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
-        for _ in range(2):
-            try:
-                fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if self.claimed_by_other(stale_after):
-                    return False
-                try:  # stale: remove and retry once
-                    claim.unlink()
-                except FileNotFoundError:
-                    pass
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            return not self.done()
-        return False
-
-    def release(self) -> None:
-        try:
-            self._claim_path().unlink()
-        except FileNotFoundError:
-            pass
-
-
-class Heartbeat:
-    """Touches a claim file every ``period`` seconds while the stage runs."""
-
-    def __init__(self, path: Path, period: float):
-        self.path, self.period = path, period
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.period):
-            try:
-                os.utime(self.path)
-            except OSError:
-                return
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()

@@ -16,6 +16,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
+from neuroreg.io import atomic_path
+
 from .metrics_csv import read_rows
 
 #: the resumable checkpoint, relative to the run dir
@@ -62,7 +64,11 @@ class LastCheckpoint(Checkpoint):
     def _save(self, trainer: pl.Trainer) -> None:
         if self.path is None or trainer.sanity_checking or trainer.fast_dev_run:
             return
-        trainer.save_checkpoint(self.path, weights_only=False)
+        if trainer.is_global_zero:  # written whole or not at all: a full disk leaves the previous last.ckpt
+            with atomic_path(self.path) as tmp:
+                trainer.save_checkpoint(tmp, weights_only=False)
+        else:  # the other ranks only join the collective call; rank 0 writes the file
+            trainer.save_checkpoint(self.path, weights_only=False)
         self._step_saved = trainer.global_step
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:

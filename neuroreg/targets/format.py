@@ -23,8 +23,10 @@ array([[0., 1., 0.],
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +34,10 @@ import h5py
 import numpy as np
 
 import neuroreg
-from neuroreg.io import atomic_path
+from neuroreg.io import atomic_hdf5, atomic_path
+
+#: a TargetSet up to this size is built in memory and written in one plain write
+IN_MEMORY_BYTES = 1 << 30
 
 
 class TargetSetError(ValueError):
@@ -80,7 +85,7 @@ class TargetSet:
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: a temporary file in the same folder, then a rename."""
         path = Path(path)
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        with atomic_hdf5(path) as f:
             n, k = self.targets.shape
             f.create_dataset("targets", data=self.targets, chunks=(min(n, 1024) or 1, k) if n and k else None)
             f.create_dataset("image_keys", data=self.image_keys.tolist(), dtype=h5py.string_dtype("utf-8"))
@@ -114,11 +119,20 @@ class TargetSet:
                 f"{path}: attribute 'key': expected {expected_key}, found {header['key']} "
                 "(the targets were made from other inputs; delete the file or point to the right one)"
             )
-        with h5py.File(path, "r") as f:
-            targets = f["targets"][()]
-            keys = f["image_keys"][()]
-        if targets.shape[0] != int(header["n_images"]):
-            raise TargetSetError(f"{path}: field 'targets': expected {header['n_images']} rows, found {targets.shape[0]}")
+        try:
+            with h5py.File(path, "r") as f:
+                if not all(isinstance(f[name], h5py.Dataset) for name in ("targets", "image_keys")):
+                    raise TargetSetError(f"{path}: fields 'targets', 'image_keys': expected datasets, found "
+                                         f"{type(f['targets']).__name__}, {type(f['image_keys']).__name__}")
+                targets = f["targets"][()]
+                keys = f["image_keys"][()]
+        except (OSError, TypeError, KeyError) as err:
+            raise TargetSetError(f"{path}: not a readable TargetSet ({err})") from err
+        if not isinstance(targets, np.ndarray) or not isinstance(keys, np.ndarray):
+            raise TargetSetError(f"{path}: fields 'targets', 'image_keys': expected arrays, found scalars")
+        if targets.ndim != 2 or targets.shape != (int(header["n_images"]), int(header["n_neurons"])):
+            raise TargetSetError(f"{path}: field 'targets': expected shape [{header['n_images']}, {header['n_neurons']}] "
+                                 f"(attributes n_images, n_neurons), found {list(targets.shape)}")
         return cls(targets=targets, image_keys=keys, key=str(header["key"]), source=str(header.get("source", "")), name=str(path))
 
     def align(self, keys: np.ndarray) -> np.ndarray:
@@ -141,12 +155,15 @@ class TargetSet:
 class TargetSetStream:
     """Writes a TargetSet row block by row block, without holding it in memory.
 
-    The file is created under a temporary name in the destination folder
-    (:func:`neuroreg.io.atomic_path`) with a pre-sized, chunked ``/targets`` dataset
-    (NaN-filled); :meth:`write` fills rows; :meth:`commit` checks every row was
-    written, sets the attributes and moves the file to ``path``. :meth:`abort` (or
-    leaving a ``with`` block by an exception) removes the temporary file, so a partial
-    file never carries the final name.
+    The file holds a pre-sized, chunked ``/targets`` dataset (NaN-filled); :meth:`write`
+    fills rows; :meth:`commit` checks every row was written, sets the attributes and
+    moves the file to ``path``. :meth:`abort` (or leaving a ``with`` block by an
+    exception) drops it, so a partial file never carries the final name.
+
+    A TargetSet of up to :data:`IN_MEMORY_BYTES` is built in memory and written in one
+    plain write at :meth:`commit` (:func:`neuroreg.io.atomic_hdf5`), so a full disk is a
+    clean ``OSError``; a larger one is written under a temporary name in the destination
+    folder (:func:`neuroreg.io.atomic_path`) after checking the disk has room for it.
 
     Args:
         path: final file name.
@@ -188,13 +205,24 @@ class TargetSetStream:
         keys = [k.decode() if isinstance(k, bytes) else str(k) for k in np.asarray(image_keys).ravel()]
         self.n_images, self.n_neurons = len(keys), int(n_neurons)
         self.key, self.source = key, source
-        self._move = contextlib.ExitStack()  # closing it moves the temporary file onto ``path``
-        self._tmp = self._move.enter_context(atomic_path(self.path))
         itemsize = np.dtype(dtype).itemsize
+        size = self.n_images * self.n_neurons * itemsize + sum(len(k.encode()) + 16 for k in keys)
+        self._move = contextlib.ExitStack()  # closing it writes the file to ``path``
+        self._in_memory = size <= IN_MEMORY_BYTES
+        if self._in_memory:
+            self._file = self._move.enter_context(atomic_hdf5(self.path))
+        else:
+            free = shutil.disk_usage(self.path.parent if self.path.parent.exists() else Path.cwd()).free
+            if free < size + (64 << 20):
+                raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: cannot write {self.path}: the TargetSet needs "
+                                            f"{size / 2**20:.0f} MiB, the disk has {free / 2**20:.0f} MiB free (nothing was written)")
+            self._tmp = self._move.enter_context(atomic_path(self.path))
         rows = chunk_rows or chunk_bytes // (self.n_neurons * itemsize)
         rows = max(1, min(self.n_images, rows))
         try:
-            self._file = h5py.File(self._tmp, "w", rdcc_nbytes=max(4 * chunk_bytes, 2 * rows * self.n_neurons * itemsize))
+            kwargs = {"rdcc_nbytes": max(4 * chunk_bytes, 2 * rows * self.n_neurons * itemsize)}
+            if not self._in_memory:
+                self._file = h5py.File(self._tmp, "w", **kwargs)
             self._targets = self._file.create_dataset(
                 "targets", shape=(self.n_images, self.n_neurons), dtype=dtype,
                 chunks=(rows, self.n_neurons) if self.n_images else None, fillvalue=np.nan,
@@ -230,8 +258,9 @@ class TargetSetStream:
                 key=self.key, source=self.source, n_images=self.n_images, n_neurons=self.n_neurons,
                 neuroreg_version=neuroreg.__version__,
             )
-            self._file.close()
-            self._move.close()
+            if self._file.id.valid and not self._in_memory:
+                self._file.close()
+            self._move.close()  # the in-memory file is closed and written here
         except BaseException:
             self.abort()
             raise
@@ -241,7 +270,7 @@ class TargetSetStream:
     def abort(self) -> None:
         """Close and delete the temporary file."""
         try:
-            if getattr(self, "_file", None) is not None and self._file.id.valid:
+            if getattr(self, "_file", None) is not None and self._file.id.valid and not self._in_memory:
                 self._file.close()
         finally:
             aborted = TargetSetError(f"{self.path}: writing aborted")

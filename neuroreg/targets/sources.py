@@ -65,15 +65,28 @@ class TargetSetFile(TargetSource):
     Args:
         path: the ``.h5`` file.
         expected_key: when given, a file with any other key is refused.
+        num_neurons: when given, the neurons the config expects (e.g. the population the
+            regularizer was set up for); a file with another count is refused when the
+            source is built, before any training.
+
+    Raises:
+        TargetSetError: the file is not a TargetSet, or its neuron count is not ``num_neurons``.
     """
 
-    def __init__(self, path: str, expected_key: str | None = None):
+    def __init__(self, path: str, expected_key: str | None = None, num_neurons: int | None = None):
         self.path = Path(path)
         self.expected_key = expected_key
-        self.num_neurons = int(TargetSet.read_header(self.path)["n_neurons"])
+        found = int(TargetSet.read_header(self.path)["n_neurons"])
+        if num_neurons is not None and found != int(num_neurons):
+            raise TargetSetError(f"{self.path}: attribute 'n_neurons': expected {int(num_neurons)} neurons "
+                                 f"(TargetSetFile num_neurons), found {found}")
+        self.num_neurons = found
 
     def target_set(self, images: ImageData) -> TargetSet:
-        return TargetSet.load(self.path, expected_key=self.expected_key)
+        ts = TargetSet.load(self.path, expected_key=self.expected_key)
+        if ts.n_neurons != self.num_neurons:
+            raise TargetSetError(f"{self.path}: field 'targets': expected {self.num_neurons} neurons, found {ts.n_neurons}")
+        return ts
 
 
 class RecordingResponses(NeuralBatchSource):
