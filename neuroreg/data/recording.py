@@ -26,7 +26,7 @@ import numpy as np
 
 from neuroreg.io import atomic_path
 
-from .hdf5 import open_hdf5
+from .hdf5 import open_hdf5, read_plain
 
 SCHEMA_VERSION = 1
 TIERS = ("train", "validation", "test", "final_test")
@@ -224,7 +224,8 @@ class NeuralRecording:
         with atomic_path(path) as tmp:
             str_dt = h5py.string_dtype("utf-8")
             with h5py.File(tmp, "w") as f:
-                f.create_dataset("images", data=self.images, chunks=(1, *self.images.shape[1:]) if self.n_images else None)
+                # plain contiguous blocks: read in one sequential pass or memory-mapped (neuroreg.data.lazy)
+                f.create_dataset("images", data=self.images)
                 if self.image_ids.dtype == object:
                     f.create_dataset("image_ids", data=self.image_ids.astype(str).tolist(), dtype=str_dt)
                 else:
@@ -269,9 +270,9 @@ class NeuralRecording:
                     values = f["neurons"][key][()]
                     neurons[key] = string_array(values) if values.dtype.kind in "OS" else values
             return cls(
-                images=f["images"][()],
+                images=read_plain(path, f["images"]),
                 image_ids=string_array(ids) if ids.dtype.kind in "OS" else ids,
-                responses=f["responses"][()],
+                responses=read_plain(path, f["responses"]),
                 trial_image=f["trial_image"][()],
                 trial_tier=f["trial_tier"][()],
                 neurons=neurons,
