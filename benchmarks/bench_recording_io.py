@@ -121,7 +121,7 @@ def main() -> None:
     p.add_argument("--height", type=int, default=36)
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every cold run (medians are printed)")
     p.add_argument("--dir", default=None, help="where to write the files (default: a temporary folder)")
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -144,9 +144,7 @@ def main() -> None:
         def mem_batch(idx):
             return mem.images[mem.trial_image[idx]], mem.responses[idx]
 
-        mem_rates = epochs(mem_batch, n, bs, a.epochs)
-        mem_warm = float(np.median(mem_rates[1:]))
-
+        mem_warm = float(np.median(epochs(mem_batch, n, bs, 3)[1:]))
         method = drop_cache(out)
         t = time.perf_counter()
         with open(out, "rb") as fh:
@@ -161,49 +159,56 @@ def main() -> None:
             loaded = NeuralRecording.load(out)
             return lambda idx: (loaded.images[loaded.trial_image[idx]], loaded.responses[idx])
 
-        opened = []
-
         def lazy_start(cache):
             def start():
                 opened.append(open_recording(out, cache_bytes=cache))
                 return opened[-1].batch
             return start
 
-        drop_cache(out)
-        load_cold = epochs(None, n, bs, 1, start=load_start)[0]
-        drop_cache(out)
-        lazy_rates = epochs(None, n, bs, a.epochs, start=lazy_start(2 * size))
-        drop_cache(out)
-        small_rates = epochs(None, n, bs, 2, start=lazy_start(size // 4))
-        for r in opened:
-            r.close()
-        opened.clear()
+        def cold(n_epochs=1, **kw):
+            drop_cache(out)
+            rates = epochs(None, n, bs, n_epochs, **kw)
+            for r in opened:
+                r.close()
+            opened.clear()
+            return rates
 
+        opened: list = []
         step = train_step(mem.n_neurons, mem.images.shape[1], a.height, a.width)
-        mem_step = float(np.median(epochs(mem_batch, n, bs, 2, step=step)))
-        drop_cache(out)
-        lazy_step = epochs(None, n, bs, 1, step=step, start=lazy_start(2 * size))[0]
-        drop_cache(out)
-        load_step = epochs(None, n, bs, 1, step=step, start=load_start)[0]
-        for r in opened:
-            r.close()
-
-        lazy_warm = float(np.median(lazy_rates[1:]))
+        runs: dict[str, list[float]] = {}
+        for _ in range(a.repeats):  # interleaved, so a change of machine load hits every row alike
+            runs.setdefault("mem", []).append(float(np.median(epochs(mem_batch, n, bs, 3)[1:])))
+            runs.setdefault("load", []).append(cold(start=load_start)[0])
+            lazy = cold(3, start=lazy_start(2 * size))
+            runs.setdefault("lazy", []).append(lazy[0])
+            runs.setdefault("lazy_warm", []).append(float(np.median(lazy[1:])))
+            small = cold(2, start=lazy_start(size // 4))
+            runs.setdefault("small", []).append(small[0])
+            runs.setdefault("small_warm", []).append(small[1])
+        for _ in range(a.repeats):
+            runs.setdefault("mem_step", []).append(epochs(mem_batch, n, bs, 1, step=step)[0])
+            runs.setdefault("load_step", []).append(cold(step=step, start=load_start)[0])
+            runs.setdefault("lazy_step", []).append(cold(step=step, start=lazy_start(2 * size))[0])
+        med = {k: float(np.median(v)) for k, v in runs.items()}
+        mem_warm, mem_step = med["mem"], med["mem_step"]
         rows = [
-            ("in-memory, warm (median of later epochs)", mem_warm, mem_warm),
-            ("load + first epoch, cold (NeuralDataModule)", load_cold, mem_warm),
-            ("LazyRecording first epoch, cold", lazy_rates[0], mem_warm),
-            ("LazyRecording, warm", lazy_warm, mem_warm),
-            ("LazyRecording, 1/4 budget, cold", small_rates[0], mem_warm),
-            ("LazyRecording, 1/4 budget, warm", small_rates[1], mem_warm),
-            ("with a training step: in-memory", mem_step, mem_step),
-            ("with a training step: load + first epoch, cold", load_step, mem_step),
-            ("with a training step: LazyRecording first epoch, cold", lazy_step, mem_step),
+            ("in-memory, warm", "mem", mem_warm),
+            ("load + first epoch, cold (NeuralDataModule)", "load", mem_warm),
+            ("LazyRecording first epoch, cold", "lazy", mem_warm),
+            ("LazyRecording, warm", "lazy_warm", mem_warm),
+            ("LazyRecording, 1/4 budget, cold", "small", mem_warm),
+            ("LazyRecording, 1/4 budget, warm", "small_warm", mem_warm),
+            ("with a training step: in-memory", "mem_step", mem_step),
+            ("with a training step: load + first epoch, cold", "load_step", mem_step),
+            ("with a training step: LazyRecording first epoch, cold", "lazy_step", mem_step),
         ]
+        print(f"medians of {a.repeats} interleaved repeats")
         print(f"{'reading':<56} {'samples/s':>10} {'ratio':>6}")
-        for name, rate, ref in rows:
-            print(f"{name:<56} {rate:>10,.0f} {rate / ref:>6.2f}")
-        print(f"ratio cold {lazy_rates[0] / mem_warm:.3f}")
+        for name, key, ref in rows:
+            print(f"{name:<56} {med[key]:>10,.0f} {med[key] / ref:>6.2f}")
+        floor = seq + n / mem_warm
+        print(f"loading-only cold epoch floor (cold sequential read, then an in-memory epoch): ratio {n / mem_warm / floor:.2f}")
+        print(f"ratio cold {med['lazy'] / mem_warm:.3f}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ import numpy as np
 from .hdf5 import contiguous_offset, open_hdf5, read_at
 from .recording import SCHEMA_VERSION, TIERS, RecordingError, string_array
 
+_STREAMS = 4  # concurrent sequential read streams per dataset
+_STREAM_MIN_BYTES = 8 << 20  # smallest range worth a stream of its own
 _REQUIRED = ("images", "image_ids", "responses", "trial_image", "trial_tier")
 
 
@@ -56,12 +58,17 @@ class _PlainReader:
         self.full: np.ndarray | None = None
         self._buf: np.ndarray | None = None
         self._map: np.ndarray | None = None
-        self._ready = 0  # rows fully read
         self._error: BaseException | None = None
         self._stop = False
         self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._pid = os.getpid()
+        # a few concurrent sequential streams over consecutive row ranges read a cold
+        # file faster than one (the device queue stays busy)
+        n = max(1, min(_STREAMS, -(-self.nbytes // _STREAM_MIN_BYTES)))
+        edges = np.linspace(0, self.rows, n + 1).astype(np.int64)
+        self._lo, self._hi = edges[:-1], edges[1:]
+        self._ready = self._lo.copy()  # per range: rows before this one are in memory
         if self.cached and prefetch:
             self.start()
 
@@ -71,39 +78,47 @@ class _PlainReader:
             return
         self._buf = np.empty(self.shape, dtype=self.dtype)
         self._pid = os.getpid()
-        self._thread = threading.Thread(target=self._run, name=f"read {self.path.name}", daemon=True)
-        self._thread.start()
+        self._ready = self._lo.copy()
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), name=f"read {self.path.name} [{i}]", daemon=True)
+            for i in range(len(self._lo))
+        ]
+        for t in self._threads:
+            t.start()
 
-    def _progress(self, nbytes: int) -> None:
-        if self._stop:
-            raise InterruptedError("reader closed")
-        with self._cond:
-            # the last row counts as read only once the whole array is in place (below)
-            self._ready = min(nbytes // self.row_bytes, self.rows - 1) if self.row_bytes else 0
-            self._cond.notify_all()
+    def _run(self, i: int) -> None:
+        lo, hi = int(self._lo[i]), int(self._hi[i])
 
-    def _run(self) -> None:
+        def progress(nbytes: int) -> None:
+            if self._stop:
+                raise InterruptedError("reader closed")
+            with self._cond:
+                self._ready[i] = lo + (nbytes // self.row_bytes if self.row_bytes else hi - lo)
+                if (self._ready >= self._hi).all():
+                    self.full = self._buf
+                    self.reads += 1
+                self._cond.notify_all()
+
         try:
-            read_at(self.path, self.offset, self._buf, done=self._progress)
-            self.reads += 1
+            if hi > lo:
+                read_at(self.path, self.offset + lo * self.row_bytes, self._buf[lo:hi], done=progress)
+            else:
+                progress(0)
         except BaseException as err:  # handed to the reading batch
             with self._cond:
                 self._error = err
                 self._cond.notify_all()
-            return
-        with self._cond:
-            self._ready = self.rows
-            self.full = self._buf
-            self._cond.notify_all()
 
-    def _wait(self, last_row: int) -> np.ndarray:
+    def _wait(self, rows: np.ndarray) -> np.ndarray:
         if self._buf is not None and self._pid != os.getpid() and self.full is None:
-            # a forked worker: the reading thread stayed in the parent
+            # a forked worker: the reading threads stayed in the parent
             self._buf = None
         if self._buf is None:
             self.start()
+        need = np.full(len(self._lo), -1, dtype=np.int64)
+        np.maximum.at(need, np.searchsorted(self._hi, rows, side="right"), rows)
         with self._cond:
-            while self._ready <= last_row and self._error is None:
+            while self.full is None and (self._ready <= need).any() and self._error is None:
                 self._cond.wait()
         if self._error is not None:
             raise RecordingError(f"{self.path}: reading failed ({self._error})") from self._error
@@ -115,7 +130,7 @@ class _PlainReader:
         if not len(rows):
             return np.empty((0, *self.shape[1:]), dtype=self.dtype)
         if self.cached:
-            return self._wait(int(rows.max()))[rows]
+            return self._wait(rows)[rows]
         if self._map is None:
             self._map = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape)
         uniq, inverse = np.unique(rows, return_inverse=True)
@@ -124,8 +139,9 @@ class _PlainReader:
 
     def close(self) -> None:
         self._stop = True
-        if self._thread is not None and self._pid == os.getpid():
-            self._thread.join()
+        if self._pid == os.getpid():
+            for t in self._threads:
+                t.join()
         self._map = None
 
 

@@ -54,8 +54,12 @@ def _chunked_copy(src, dst):
 @pytest.mark.parametrize("prefetch", [True, False])
 @pytest.mark.parametrize("layout", ["plain", "chunked"])
 @pytest.mark.parametrize("cache_bytes", [1 << 30, 64])
-def test_layouts_read_the_same(tmp_path, layout, cache_bytes, prefetch):
+def test_layouts_read_the_same(tmp_path, monkeypatch, layout, cache_bytes, prefetch):
     import h5py
+
+    import neuroreg.data.lazy as lazy_module
+
+    monkeypatch.setattr(lazy_module, "_STREAM_MIN_BYTES", 64)  # several read streams even for a small file
 
     from neuroreg.data.hdf5 import contiguous_offset
 
@@ -73,6 +77,8 @@ def test_layouts_read_the_same(tmp_path, layout, cache_bytes, prefetch):
     with open_recording(path, cache_bytes=cache_bytes, block_rows=5, prefetch=prefetch) as lazy:
         reader = lazy._responses
         assert type(reader).__name__ == ("_PlainReader" if layout == "plain" else "_RowReader")
+        if layout == "plain":
+            assert len(reader._lo) == 4
         for _ in range(10):
             idx = rng.integers(0, rec.n_trials, 9)
             ims, resp = lazy.batch(idx)
