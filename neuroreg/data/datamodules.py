@@ -361,12 +361,25 @@ class NeuralDataModule(pl.LightningDataModule):
             return np.nanmean(rec.responses[rec.trial_tier == tier], axis=0)
 
     # ----------------------------------------------------------- dataloaders
+    def _replicas(self) -> dict[str, int]:
+        """``{"num_replicas", "rank"}`` of the attached trainer (distributed data parallel), else one replica.
+
+        Under DDP each rank loads its share of the batches itself (set the trainer's
+        ``use_distributed_sampler: false``; Lightning cannot inject its sampler into
+        the grouped batch sampler).
+        """
+        trainer = self.trainer
+        if trainer is None or int(getattr(trainer, "world_size", 1)) <= 1:
+            return {"num_replicas": 1, "rank": 0}
+        return {"num_replicas": int(trainer.world_size), "rank": int(trainer.global_rank)}
+
     def _trial_loader(self) -> DataLoader:
         parts = []
         for name, rec in self.recordings.items():
             trials = np.flatnonzero(rec.trial_tier == "train")
             parts.append(TrialDataset(self._tensor_images(name), rec.trial_image[trials], rec.responses[trials], name))
-        sampler = GroupedBatchSampler([len(p) for p in parts], self.batch_size, shuffle=True, drop_last=True, seed=self.seed)
+        sampler = GroupedBatchSampler([len(p) for p in parts], self.batch_size, shuffle=True, drop_last=True, seed=self.seed,
+                                      **self._replicas())
         return ResumableLoader(ConcatDataset(parts), batch_sampler=sampler, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def _repeat_loader(self, tier: str) -> DataLoader:
@@ -379,7 +392,8 @@ class NeuralDataModule(pl.LightningDataModule):
         if not parts:
             names = {n: r.name for n, r in self.recordings.items()}
             raise RecordingError(f"{names}: field 'trial_tier': expected a '{tier}' tier in some recording, found none")
-        sampler = GroupedBatchSampler([len(p) for p in parts], self.eval_batch_size, shuffle=False, drop_last=False)
+        sampler = GroupedBatchSampler([len(p) for p in parts], self.eval_batch_size, shuffle=False, drop_last=False,
+                                      **self._replicas())
         return DataLoader(ConcatDataset(parts), batch_sampler=sampler, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
