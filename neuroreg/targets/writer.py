@@ -141,7 +141,8 @@ def predict_target_set(
     twin.eval()
     device = next(twin.parameters()).device
     n = len(keys)
-    with TargetSetStream(path, keys, twin.total_neurons, key, source=source, dtype=dtype, chunk_rows=batch_size) as out:
+    with torch.inference_mode(), TargetSetStream(path, keys, twin.total_neurons, key, source=source, dtype=dtype,
+                                                 chunk_rows=batch_size) as out:
         for start in range(0, n, batch_size):
             block = np.asarray(images[start : start + batch_size])
             x = torch.from_numpy(block).to(device)
