@@ -7,8 +7,8 @@ to the plain (unregularized) step; then PGD and APGD-CE throughput (images/s for
 full attack) and twin training throughput (trials/s).
 
 On a GPU: batch 512 of 32×32 RGB images, bf16 autocast, channels-last, 10 timed steps
-after 3 warm-up steps. Without one, the same table at a CPU-small size (batch 16,
-float32, 2 timed steps after 1 warm-up); CPU numbers say nothing about GPU speed, and
+after 3 warm-up steps. Without one, the same table at a CPU-small size (batch 16 of
+16×16 images, float32, 2 timed steps after 1 warm-up, 5-step attacks); CPU numbers say nothing about GPU speed, and
 on a shared machine only the ratios measured within one run are comparable.
 
     python benchmarks/bench_gpu.py [--device cuda|cpu] [--batch N] [--steps N]
@@ -82,12 +82,13 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--size", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--attack-steps", type=int, default=None)
     a = p.parse_args()
     gpu = a.device == "cuda"
     batch = a.batch or (512 if gpu else 16)
+    a.size = a.size or (32 if gpu else 16)
     steps = a.steps or (10 if gpu else 2)
     warmup = 3 if gpu else 1
     attack_steps = a.attack_steps or (20 if gpu else 5)

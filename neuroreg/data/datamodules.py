@@ -35,6 +35,7 @@ from .images import SPLITS, ImageData, ImageSplit, ImageSplitDataset
 from .images.colour import match_channels_and_size
 from .recording import NeuralRecording, RecordingError
 from .recording_sources import RecordingSource, recording_source
+
 from .sampling import (
     EpochSampler,
     GroupedBatchSampler,
@@ -42,6 +43,10 @@ from .sampling import (
     ResumableLoader,
     run_seed,
 )
+
+#: loaders put batches in page-locked memory when a GPU is present, so Lightning's
+#: non-blocking host-to-device copies overlap with compute
+PIN_MEMORY = torch.cuda.is_available()
 
 #: name of the source when ``targets`` is a single TargetSource
 DEFAULT_SOURCE = "targets"
@@ -202,13 +207,14 @@ class RegularizedDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str) -> DataLoader:
         self.setup()
-        return DataLoader(self._datasets[split], batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(self._datasets[split], batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers, pin_memory=PIN_MEMORY)
 
     def train_dataloader(self):
         self.setup()
         ds = self._datasets["train"]
         sampler = ResumableBatchSampler(EpochSampler(len(ds), seed=self.seed), self.batch_size, drop_last=len(ds) > self.batch_size)
-        task = ResumableLoader(ds, batch_sampler=sampler, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        task = ResumableLoader(ds, batch_sampler=sampler, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                                pin_memory=PIN_MEMORY)
         if not self.neural:
             return task
         from pytorch_lightning.utilities import CombinedLoader
@@ -219,7 +225,7 @@ class RegularizedDataModule(pl.LightningDataModule):
             bs = min(self.neural_batch_size, len(ds))
             # several reshuffled passes if needed; each source has its own random stream, keyed by its name
             order = EpochSampler(len(ds), seed=self.seed, num_samples=n_batches * bs, stream=zlib.crc32(name.encode()))
-            neural[name] = ResumableLoader(ds, batch_sampler=ResumableBatchSampler(order, bs, drop_last=True), num_workers=self.num_workers)
+            neural[name] = ResumableLoader(ds, batch_sampler=ResumableBatchSampler(order, bs, drop_last=True), num_workers=self.num_workers, pin_memory=PIN_MEMORY)
         return CombinedLoader({"task": task, "neural": neural}, mode="min_size")
 
     def val_dataloader(self) -> DataLoader:
@@ -380,7 +386,8 @@ class NeuralDataModule(pl.LightningDataModule):
             parts.append(TrialDataset(self._tensor_images(name), rec.trial_image[trials], rec.responses[trials], name))
         sampler = GroupedBatchSampler([len(p) for p in parts], self.batch_size, shuffle=True, drop_last=True, seed=self.seed,
                                       **self._replicas())
-        return ResumableLoader(ConcatDataset(parts), batch_sampler=sampler, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return ResumableLoader(ConcatDataset(parts), batch_sampler=sampler, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                                pin_memory=PIN_MEMORY)
 
     def _repeat_loader(self, tier: str) -> DataLoader:
         parts = []
@@ -394,7 +401,7 @@ class NeuralDataModule(pl.LightningDataModule):
             raise RecordingError(f"{names}: field 'trial_tier': expected a '{tier}' tier in some recording, found none")
         sampler = GroupedBatchSampler([len(p) for p in parts], self.eval_batch_size, shuffle=False, drop_last=False,
                                       **self._replicas())
-        return DataLoader(ConcatDataset(parts), batch_sampler=sampler, num_workers=self.num_workers)
+        return DataLoader(ConcatDataset(parts), batch_sampler=sampler, num_workers=self.num_workers, pin_memory=PIN_MEMORY)
 
     def train_dataloader(self) -> DataLoader:
         return self._trial_loader()
@@ -426,4 +433,4 @@ class NeuralDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         ds = PredictionImages(self._predict_set(), self.predict_splits)
-        return DataLoader(ds, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(ds, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers, pin_memory=PIN_MEMORY)

@@ -113,3 +113,14 @@ def test_forked_worker_reads_its_own_copy(tmp_path):
 
 def _forked_batch(lazy, idx, queue):
     queue.put(lazy.batch(np.asarray(idx))[1])
+
+
+def test_read_at_names_the_file_when_it_ends_early(tmp_path):
+    from neuroreg.data.hdf5 import read_at
+
+    path = tmp_path / "short.bin"
+    path.write_bytes(bytes(range(10)))
+    out = np.empty(4, dtype=np.uint8)
+    np.testing.assert_array_equal(read_at(path, 3, out, block_bytes=3), [3, 4, 5, 6])
+    with pytest.raises(OSError, match="short.bin: file ends early"):
+        read_at(path, 8, np.empty(4, dtype=np.uint8))
