@@ -56,7 +56,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (more than one oversubscribes a shared machine)")
     a = p.parse_args()
+    torch.set_num_threads(a.threads)
     images = ClutteredDigits(size=a.size)
 
     def tensors(split):

@@ -85,7 +85,9 @@ def main() -> None:
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--attack-steps", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (more than one oversubscribes a shared machine)")
     a = p.parse_args()
+    torch.set_num_threads(a.threads)
     gpu = a.device == "cuda"
     batch = a.batch or (512 if gpu else 16)
     a.size = a.size or (32 if gpu else 16)

@@ -4,7 +4,8 @@ A small twin (Stacked2dCore, Gaussian readout) predicts ``--neurons`` responses 
 ``--images`` random 16×16 grey images. Printed: images/s of bare forward passes
 (inference mode, predictions discarded), images/s of
 :func:`neuroreg.targets.writer.predict_target_set` writing the same predictions to a
-TargetSet file, their ratio (goal >= 0.9), the process's resident memory after the
+TargetSet file, their ratio (goal >= 0.9; the bare rate is the mean of a run before and
+one after the writing run, so a change of machine load shows as a spread), the process's resident memory after the
 imports, and the peak resident memory while writing above that (the writer's own
 share; the peak is reset through ``/proc/self/clear_refs`` where Linux allows).
 
@@ -32,9 +33,12 @@ def main() -> None:
     p.add_argument("--images", type=int, default=100_000)
     p.add_argument("--neurons", type=int, default=1000)
     p.add_argument("--batch", type=int, default=1024)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (more than one oversubscribes a shared machine)")
     a = p.parse_args()
     import numpy as np
     import torch
+
+    torch.set_num_threads(a.threads)
 
     from neuroreg.targets.writer import predict_target_set
     from neuroreg.twin.cores import Stacked2dCore
@@ -49,12 +53,14 @@ def main() -> None:
     keys = np.asarray([f"img/{i}" for i in range(a.images)], dtype=object)
     after_imports = _status("VmRSS")
 
-    t = time.perf_counter()
-    with torch.inference_mode():
-        for s in range(0, a.images, a.batch):
-            twin(torch.from_numpy(images[s : s + a.batch]).float().div_(255.0)).float().cpu().numpy()
-    bare = a.images / (time.perf_counter() - t)
+    def bare_rate() -> float:
+        t = time.perf_counter()
+        with torch.inference_mode():
+            for s in range(0, a.images, a.batch):
+                twin(torch.from_numpy(images[s : s + a.batch]).float().div_(255.0)).float().cpu().numpy()
+        return a.images / (time.perf_counter() - t)
 
+    bare_before = bare_rate()
     with tempfile.TemporaryDirectory() as tmp:
         try:
             Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
@@ -67,9 +73,10 @@ def main() -> None:
         written = a.images / (time.perf_counter() - t)
         peak = _status("VmHWM")
         size = out.stat().st_size
+    bare = (bare_before + bare_rate()) / 2  # forward passes before and after the writing run
     mib = 2**20
     print(f"{a.images:,} images x {a.neurons:,} neurons (float32 file of {size / mib:,.0f} MiB), batch {a.batch}, CPU")
-    print(f"bare forward passes : {bare:>10,.0f} images/s")
+    print(f"bare forward passes : {bare:>10,.0f} images/s (before {bare_before:,.0f}, after {2 * bare - bare_before:,.0f})")
     print(f"predict_target_set  : {written:>10,.0f} images/s")
     print(f"resident memory after imports, twin and images: {after_imports / mib:,.0f} MiB "
           f"(images alone {images.nbytes / mib:,.0f} MiB)")
