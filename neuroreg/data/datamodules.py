@@ -35,7 +35,6 @@ from .images import SPLITS, ImageData, ImageSplit, ImageSplitDataset
 from .images.colour import match_channels_and_size
 from .recording import NeuralRecording, RecordingError
 from .recording_sources import RecordingSource, recording_source
-
 from .sampling import (
     EpochSampler,
     GroupedBatchSampler,
