@@ -11,6 +11,10 @@ Layout of a ``.h5`` file (schema version 1)::
     attrs: species, area, response_unit, pixels_per_degree, source, citation,
            license, schema_version
 
+``/images`` and ``/responses`` are written as contiguous (unchunked, unfiltered)
+datasets, so they can be read in one sequential pass or memory-mapped
+(:mod:`neuroreg.data.lazy`); files with chunked datasets read the same.
+
 Readers of external formats turn their format into a :class:`NeuralRecording`;
 everything downstream reads only this.
 """
