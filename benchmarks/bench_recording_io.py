@@ -1,17 +1,28 @@
-"""Convert a generated 5,000-trial Sensorium-style file tree, then read random mini-batches.
+"""Convert a generated Sensorium-scale file tree, then read random mini-batches cold and warm.
 
-Prints: conversion time, samples/s for random mini-batches (images as float tensors
-+ responses) from an in-memory NeuralRecording and from the HDF5 file through
-:class:`neuroreg.data.lazy.LazyRecording`, and their ratio (target >= 0.8), for the
-first (cold) epoch and for the following (warm) epochs, plus a run whose cache holds
-only a quarter of the file.
+Scale by default: 5,000 trials x 8,000 neurons, 4,000 distinct 36x64 images (a
+~160 MB file). "Cold" means the file's pages were dropped from the page cache just
+before: by writing ``/proc/sys/vm/drop_caches`` where allowed, else by
+``posix_fadvise(POSIX_FADV_DONTNEED)`` on the file (the benchmark says which). Every
+ratio is against the warm in-memory epoch of the same run (the machine may be
+shared: absolute rates move with load, ratios measured in one run are what counts).
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_recording_io.py [--trials 5000] [--neurons 2000]
+Rows: in-memory (a loaded NeuralRecording, fancy-indexed); cold load + first
+epoch (what NeuralDataModule does: NeuralRecording.load, then in-memory batches);
+LazyRecording cold first epoch (open + epoch) and warm; a LazyRecording whose budget
+holds a quarter of the file (memory-mapped sorted row reads), cold and warm; and the
+same cold first epochs with a small training step per batch (a conv core and a
+linear readout to every neuron, forward + backward), where the background read
+overlaps with compute. The last line is the cold LazyRecording epoch ÷ in-memory
+epoch, loading only.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_recording_io.py [--trials 5000] [--neurons 8000]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +33,22 @@ import torch
 from neuroreg.data.lazy import open_recording
 from neuroreg.data.readers.sensorium import read_sensorium
 from neuroreg.data.recording import NeuralRecording
+
+
+def drop_cache(path: Path) -> str:
+    """Evict ``path`` from the page cache; returns the method used."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+        return "drop_caches"
+    except OSError:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        return "posix_fadvise(POSIX_FADV_DONTNEED)"
 
 
 def make_tree(root: Path, n_trials: int, n_neurons: int, n_images: int, h: int, w: int, seed: int = 0) -> Path:
@@ -43,34 +70,62 @@ def make_tree(root: Path, n_trials: int, n_neurons: int, n_images: int, h: int, 
     return base
 
 
-def epochs(get_batch, n_trials: int, batch: int, n_epochs: int, seed: int = 0) -> list[float]:
-    """Samples/s of each epoch of random mini-batches, converted to float tensors."""
+def epochs(get_batch, n_trials: int, batch: int, n_epochs: int, seed: int = 0, step=None, start=None) -> list[float]:
+    """Samples/s of each epoch of random mini-batches, converted to float tensors.
+
+    ``step(x, y)`` runs a training step on every batch; ``start()`` runs inside the
+    first epoch's timing (opening or loading the file).
+    """
     rng = np.random.default_rng(seed)
     rates = []
-    for _ in range(n_epochs):
+    for e in range(n_epochs):
         perm = rng.permutation(n_trials)
         t0 = time.perf_counter()
+        if start is not None and e == 0:
+            get_batch = start()
         for s in range(0, n_trials, batch):
             ims, resp = get_batch(perm[s : s + batch])
             x = torch.from_numpy(ims).float().div_(255.0)
             y = torch.from_numpy(resp)
             assert x.shape[0] == y.shape[0]
+            if step is not None:
+                step(x, y)
         rates.append(n_trials / (time.perf_counter() - t0))
     return rates
+
+
+def train_step(n_neurons: int, channels: int, h: int, w: int):
+    """A small twin-like training step: conv core, linear readout to every neuron, Poisson loss, SGD."""
+    torch.manual_seed(0)
+    core = torch.nn.Sequential(
+        torch.nn.Conv2d(channels, 16, 5, stride=2, padding=2), torch.nn.ELU(),
+        torch.nn.Conv2d(16, 16, 3, stride=2, padding=1), torch.nn.ELU(), torch.nn.AdaptiveAvgPool2d((3, 4)), torch.nn.Flatten(),
+    )
+    model = torch.nn.Sequential(core, torch.nn.Linear(16 * 12, n_neurons))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = torch.nn.functional.poisson_nll_loss(model(x), y, log_input=True)
+        loss.backward()
+        opt.step()
+
+    return step
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--trials", type=int, default=5000)
-    p.add_argument("--neurons", type=int, default=2000)
+    p.add_argument("--neurons", type=int, default=8000)
     p.add_argument("--images", type=int, default=4000)
     p.add_argument("--height", type=int, default=36)
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every cold run (medians are printed)")
+    p.add_argument("--dir", default=None, help="where to write the files (default: a temporary folder)")
     a = p.parse_args()
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
         tree = make_tree(tmp, a.trials, a.neurons, a.images, a.height, a.width)
@@ -79,24 +134,81 @@ def main() -> None:
         out = rec.save(tmp / "bench.h5")
         t2 = time.perf_counter()
         size = out.stat().st_size
+        del rec
         print(f"generated tree: {a.trials} trials x {a.neurons} neurons, {a.height}x{a.width} images ({t1 - t0:.1f} s)")
-        print(f"convert (read_sensorium + save): {t2 - t1:.2f} s -> {size / 2**20:.1f} MiB, {rec.n_images} distinct images")
+        print(f"convert (read_sensorium + save): {t2 - t1:.2f} s -> {size / 2**20:.1f} MiB")
 
         mem = NeuralRecording.load(out)
-        mem_rates = epochs(lambda idx: (mem.images[mem.trial_image[idx]], mem.responses[idx]), mem.n_trials, a.batch, a.epochs)
+        n, bs = mem.n_trials, a.batch
 
-        with open_recording(out, cache_bytes=2 * size) as lazy:
-            lazy_rates = epochs(lazy.batch, lazy.n_trials, a.batch, a.epochs)
-        with open_recording(out, cache_bytes=size // 4) as small:
-            small_rates = epochs(small.batch, small.n_trials, a.batch, 2)
+        def mem_batch(idx):
+            return mem.images[mem.trial_image[idx]], mem.responses[idx]
 
-        mem_warm = float(np.median(mem_rates[1:]))
-        lazy_warm = float(np.median(lazy_rates[1:]))
-        print(f"in-memory        : {mem_warm:,.0f} samples/s (median of epochs 2..{a.epochs})")
-        print(f"HDF5 lazy, cold  : {lazy_rates[0]:,.0f} samples/s (epoch 1, ratio {lazy_rates[0] / mem_warm:.2f})")
-        print(f"HDF5 lazy, warm  : {lazy_warm:,.0f} samples/s (ratio {lazy_warm / mem_warm:.2f}; target >= 0.8)")
-        print(f"HDF5 lazy, cache 1/4 of file: {small_rates[-1]:,.0f} samples/s (ratio {small_rates[-1] / mem_warm:.2f})")
-        print(f"ratio {lazy_warm / mem_warm:.3f}")
+        mem_warm = float(np.median(epochs(mem_batch, n, bs, 3)[1:]))
+        method = drop_cache(out)
+        t = time.perf_counter()
+        with open(out, "rb") as fh:
+            while fh.read(16 << 20):
+                pass
+        seq = time.perf_counter() - t
+        print(f"page cache dropped with {method} before every cold run")
+        print(f"sequential read of the whole file, cold: {seq:.3f} s ({size / seq / 2**20:,.0f} MiB/s); "
+              f"in-memory epoch: {n / mem_warm:.3f} s")
+
+        def load_start():
+            loaded = NeuralRecording.load(out)
+            return lambda idx: (loaded.images[loaded.trial_image[idx]], loaded.responses[idx])
+
+        def lazy_start(cache):
+            def start():
+                opened.append(open_recording(out, cache_bytes=cache))
+                return opened[-1].batch
+            return start
+
+        def cold(n_epochs=1, **kw):
+            drop_cache(out)
+            rates = epochs(None, n, bs, n_epochs, **kw)
+            for r in opened:
+                r.close()
+            opened.clear()
+            return rates
+
+        opened: list = []
+        step = train_step(mem.n_neurons, mem.images.shape[1], a.height, a.width)
+        runs: dict[str, list[float]] = {}
+        for _ in range(a.repeats):  # interleaved, so a change of machine load hits every row alike
+            runs.setdefault("mem", []).append(float(np.median(epochs(mem_batch, n, bs, 3)[1:])))
+            runs.setdefault("load", []).append(cold(start=load_start)[0])
+            lazy = cold(3, start=lazy_start(2 * size))
+            runs.setdefault("lazy", []).append(lazy[0])
+            runs.setdefault("lazy_warm", []).append(float(np.median(lazy[1:])))
+            small = cold(2, start=lazy_start(size // 4))
+            runs.setdefault("small", []).append(small[0])
+            runs.setdefault("small_warm", []).append(small[1])
+        for _ in range(a.repeats):
+            runs.setdefault("mem_step", []).append(epochs(mem_batch, n, bs, 1, step=step)[0])
+            runs.setdefault("load_step", []).append(cold(step=step, start=load_start)[0])
+            runs.setdefault("lazy_step", []).append(cold(step=step, start=lazy_start(2 * size))[0])
+        med = {k: float(np.median(v)) for k, v in runs.items()}
+        mem_warm, mem_step = med["mem"], med["mem_step"]
+        rows = [
+            ("in-memory, warm", "mem", mem_warm),
+            ("load + first epoch, cold (NeuralDataModule)", "load", mem_warm),
+            ("LazyRecording first epoch, cold", "lazy", mem_warm),
+            ("LazyRecording, warm", "lazy_warm", mem_warm),
+            ("LazyRecording, 1/4 budget, cold", "small", mem_warm),
+            ("LazyRecording, 1/4 budget, warm", "small_warm", mem_warm),
+            ("with a training step: in-memory", "mem_step", mem_step),
+            ("with a training step: load + first epoch, cold", "load_step", mem_step),
+            ("with a training step: LazyRecording first epoch, cold", "lazy_step", mem_step),
+        ]
+        print(f"medians of {a.repeats} interleaved repeats")
+        print(f"{'reading':<56} {'samples/s':>10} {'ratio':>6}")
+        for name, key, ref in rows:
+            print(f"{name:<56} {med[key]:>10,.0f} {med[key] / ref:>6.2f}")
+        floor = seq + n / mem_warm
+        print(f"loading-only cold epoch floor (cold sequential read, then an in-memory epoch): ratio {n / mem_warm / floor:.2f}")
+        print(f"ratio cold {med['lazy'] / mem_warm:.3f}")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,10 @@ from .sampling import (
     run_seed,
 )
 
+#: loaders put batches in page-locked memory when a GPU is present, so Lightning's
+#: non-blocking host-to-device copies overlap with compute
+PIN_MEMORY = torch.cuda.is_available()
+
 #: name of the source when ``targets`` is a single TargetSource
 DEFAULT_SOURCE = "targets"
 
@@ -202,13 +206,14 @@ class RegularizedDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str) -> DataLoader:
         self.setup()
-        return DataLoader(self._datasets[split], batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(self._datasets[split], batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers, pin_memory=PIN_MEMORY)
 
     def train_dataloader(self):
         self.setup()
         ds = self._datasets["train"]
         sampler = ResumableBatchSampler(EpochSampler(len(ds), seed=self.seed), self.batch_size, drop_last=len(ds) > self.batch_size)
-        task = ResumableLoader(ds, batch_sampler=sampler, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        task = ResumableLoader(ds, batch_sampler=sampler, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                                pin_memory=PIN_MEMORY)
         if not self.neural:
             return task
         from pytorch_lightning.utilities import CombinedLoader
@@ -219,7 +224,7 @@ class RegularizedDataModule(pl.LightningDataModule):
             bs = min(self.neural_batch_size, len(ds))
             # several reshuffled passes if needed; each source has its own random stream, keyed by its name
             order = EpochSampler(len(ds), seed=self.seed, num_samples=n_batches * bs, stream=zlib.crc32(name.encode()))
-            neural[name] = ResumableLoader(ds, batch_sampler=ResumableBatchSampler(order, bs, drop_last=True), num_workers=self.num_workers)
+            neural[name] = ResumableLoader(ds, batch_sampler=ResumableBatchSampler(order, bs, drop_last=True), num_workers=self.num_workers, pin_memory=PIN_MEMORY)
         return CombinedLoader({"task": task, "neural": neural}, mode="min_size")
 
     def val_dataloader(self) -> DataLoader:
@@ -375,13 +380,27 @@ class NeuralDataModule(pl.LightningDataModule):
             return np.nanmean(rec.responses[rec.trial_tier == tier], axis=0)
 
     # ----------------------------------------------------------- dataloaders
+    def _replicas(self) -> dict[str, int]:
+        """``{"num_replicas", "rank"}`` of the attached trainer (distributed data parallel), else one replica.
+
+        Under DDP each rank loads its share of the batches itself (set the trainer's
+        ``use_distributed_sampler: false``; Lightning cannot inject its sampler into
+        the grouped batch sampler).
+        """
+        trainer = self.trainer
+        if trainer is None or int(getattr(trainer, "world_size", 1)) <= 1:
+            return {"num_replicas": 1, "rank": 0}
+        return {"num_replicas": int(trainer.world_size), "rank": int(trainer.global_rank)}
+
     def _trial_loader(self) -> DataLoader:
         parts = []
         for name, rec in self.recordings.items():
             trials = np.flatnonzero(rec.trial_tier == "train")
             parts.append(TrialDataset(self._tensor_images(name), rec.trial_image[trials], rec.responses[trials], name))
-        sampler = GroupedBatchSampler([len(p) for p in parts], self.batch_size, shuffle=True, drop_last=True, seed=self.seed)
-        return ResumableLoader(ConcatDataset(parts), batch_sampler=sampler, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        sampler = GroupedBatchSampler([len(p) for p in parts], self.batch_size, shuffle=True, drop_last=True, seed=self.seed,
+                                      **self._replicas())
+        return ResumableLoader(ConcatDataset(parts), batch_sampler=sampler, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                                pin_memory=PIN_MEMORY)
 
     def _repeat_loader(self, tier: str) -> DataLoader:
         parts = []
@@ -393,8 +412,9 @@ class NeuralDataModule(pl.LightningDataModule):
         if not parts:
             names = {n: r.name for n, r in self.recordings.items()}
             raise RecordingError(f"{names}: field 'trial_tier': expected a '{tier}' tier in some recording, found none")
-        sampler = GroupedBatchSampler([len(p) for p in parts], self.eval_batch_size, shuffle=False, drop_last=False)
-        return DataLoader(ConcatDataset(parts), batch_sampler=sampler, num_workers=self.num_workers)
+        sampler = GroupedBatchSampler([len(p) for p in parts], self.eval_batch_size, shuffle=False, drop_last=False,
+                                      **self._replicas())
+        return DataLoader(ConcatDataset(parts), batch_sampler=sampler, num_workers=self.num_workers, pin_memory=PIN_MEMORY)
 
     def train_dataloader(self) -> DataLoader:
         return self._trial_loader()
@@ -447,7 +467,7 @@ class NeuralDataModule(pl.LightningDataModule):
             ds = _RecordingImages([(self._tensor_images(n), index) for n, index in self.predict_tier_index().items()])
         else:
             ds = PredictionImages(self._predict_set(), self.predict_splits)
-        return DataLoader(ds, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(ds, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers, pin_memory=PIN_MEMORY)
 
 
 class _RecordingImages(Dataset):

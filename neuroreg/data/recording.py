@@ -11,6 +11,10 @@ Layout of a ``.h5`` file (schema version 1)::
     attrs: species, area, response_unit, pixels_per_degree, source, citation,
            license, schema_version
 
+``/images`` and ``/responses`` are written as contiguous (unchunked, unfiltered)
+datasets, so they can be read in one sequential pass or memory-mapped
+(:mod:`neuroreg.data.lazy`); files with chunked datasets read the same.
+
 Readers of external formats turn their format into a :class:`NeuralRecording`;
 everything downstream reads only this.
 """
@@ -26,7 +30,7 @@ import numpy as np
 
 from neuroreg.io import atomic_hdf5
 
-from .hdf5 import open_hdf5
+from .hdf5 import open_hdf5, read_plain
 
 SCHEMA_VERSION = 1
 TIERS = ("train", "validation", "test", "final_test")
@@ -254,7 +258,8 @@ class NeuralRecording:
         path = Path(path)
         str_dt = h5py.string_dtype("utf-8")
         with atomic_hdf5(path) as f:
-            f.create_dataset("images", data=self.images, chunks=(1, *self.images.shape[1:]) if self.n_images else None)
+            # plain contiguous blocks: read in one sequential pass or memory-mapped (neuroreg.data.lazy)
+            f.create_dataset("images", data=self.images)
             if self.image_ids.dtype == object:
                 f.create_dataset("image_ids", data=self.image_ids.astype(str).tolist(), dtype=str_dt)
             else:
@@ -299,9 +304,9 @@ class NeuralRecording:
                     values = f["neurons"][key][()]
                     neurons[key] = string_array(values) if values.dtype.kind in "OS" else values
             return cls(
-                images=f["images"][()],
+                images=read_plain(path, f["images"]),
                 image_ids=string_array(ids) if ids.dtype.kind in "OS" else ids,
-                responses=f["responses"][()],
+                responses=read_plain(path, f["responses"]),
                 trial_image=f["trial_image"][()],
                 trial_tier=f["trial_tier"][()],
                 neurons=neurons,

@@ -222,9 +222,22 @@ class GroupedBatchSampler(ResumableBatches, Sampler[list[int]]):
         shuffle: permute items within parts and the order of batches.
         drop_last: drop a part's last, smaller batch (see above).
         seed: seed of the permutations.
+        num_replicas, rank: distributed data parallel: every rank computes the same
+            epoch order and takes every ``num_replicas``-th batch from batch ``rank`` on,
+            so the ranks see disjoint shares. With ``drop_last`` every rank gets the same
+            number of batches (a remainder of fewer than ``num_replicas`` batches is
+            dropped; training steps stay in lockstep); without it, the shares cover every
+            batch exactly once (evaluation).
+
+    Raises:
+        ValueError: ``rank`` not in ``[0, num_replicas)``.
     """
 
-    def __init__(self, sizes: list[int], batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0):
+    def __init__(self, sizes: list[int], batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0,
+                 num_replicas: int = 1, rank: int = 0):
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"GroupedBatchSampler: 'rank': expected 0 <= rank < num_replicas ({num_replicas}), found {rank}")
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
         self.sizes = list(sizes)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -245,6 +258,8 @@ class GroupedBatchSampler(ResumableBatches, Sampler[list[int]]):
         if self.shuffle:
             order = torch.randperm(len(batches), generator=epoch_generator(self.seed, self.sampler.epoch, stream=1))
             batches = [batches[i] for i in order.tolist()]
+        if self.num_replicas > 1:
+            batches = batches[self.rank :: self.num_replicas][: len(self)]
         return batches
 
     def __iter__(self):
@@ -255,4 +270,7 @@ class GroupedBatchSampler(ResumableBatches, Sampler[list[int]]):
         for n in self.sizes:
             full, rest = divmod(n, self.batch_size)
             total += full + (1 if rest and not (self.drop_last and n > self.batch_size) else 0)
+        if self.num_replicas > 1:
+            share, extra = divmod(total, self.num_replicas)
+            return share if self.drop_last else share + (self.rank < extra)
         return total

@@ -74,6 +74,16 @@ class RegularizedClassifier(pl.LightningModule):
         mean, std: per-channel normalisation constants.
         optimizer: optimizer factory (``class_path`` + ``init_args`` in YAML).
         scheduler: optional LR-scheduler factory.
+        channels_last: keep the backbone's weights and its inputs in channels-last
+            memory format (faster convolutions on GPUs with tensor cores; same numbers).
+        compile_backbone: ``torch.compile`` the backbone's forward: ``True`` for the
+            defaults, or a mapping of ``torch.compile`` keyword arguments (e.g.
+            ``{mode: max-autotune}``). Off by default. Module paths, feature taps,
+            checkpoints and the optimizer see the uncompiled module (the compiled
+            function shares its parameters).
+
+    Mixed precision is the trainer's (``trainer.precision: bf16-mixed``); the
+    regularizers compute their decompositions in float32 under autocast.
 
     Logged: ``{stage}/task/cross_entropy``, ``{stage}/accuracy``, ``train/loss``,
     ``train/{name}/{term}`` for every regularizer term and ``train/{name}/weight``.
@@ -91,6 +101,8 @@ class RegularizedClassifier(pl.LightningModule):
         std: list[float] = (0.5,),
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
+        channels_last: bool = False,
+        compile_backbone: bool | dict = False,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["backbone", "regularizers", "optimizer", "scheduler"])
@@ -123,6 +135,14 @@ class RegularizedClassifier(pl.LightningModule):
         layers = [layer for reg in self.regularizers.values() for layer in reg.layers]
         self.taps = FeatureTaps(self.backbone, layers)
         self._built_size: int | None = None
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        if not isinstance(compile_backbone, (bool, dict)):
+            raise TypeError(f"compile_backbone: expected a bool or a mapping of torch.compile arguments, found {compile_backbone!r}")
+        options = {} if compile_backbone is True else dict(compile_backbone or {})
+        # a plain attribute, not a submodule: state dicts and module paths stay those of the backbone
+        self.__dict__["_compiled"] = torch.compile(self.backbone, **options) if compile_backbone else None
         if image_size is not None:
             self.build(image_size)
 
@@ -134,7 +154,11 @@ class RegularizedClassifier(pl.LightningModule):
         """``[batch, C, H, W]`` images in [0, 1] → ``[batch, classes]`` logits."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"images: expected [batch, {self.in_channels}, H, W], found shape {tuple(x.shape)}")
-        return self.head(self.backbone((x - self.mean) / self.std))
+        x = (x - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        compiled = self.__dict__.get("_compiled")
+        return self.head(self.backbone(x) if compiled is None else compiled(x))
 
     # ----------------------------------------------------------------- sources
     def source_of(self, name: str) -> str | None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import functional as F
+
 
 @dataclass(frozen=True)
 class StepContext:
@@ -178,6 +180,19 @@ class Regularizer(nn.Module):
         targets = gather_batch(targets) if targets is not None else None
         mask = gather_batch(mask.to(torch.uint8)).bool() if mask is not None else None
         return features, targets, mask
+
+    def __call__(self, *args, **kwargs):
+        """Run :meth:`forward`, in float32 when called under autocast (mixed precision).
+
+        Covariances, Gram matrices, ``eigh`` and the spectral fits lose most of their
+        digits in bfloat16 (8-bit mantissa), so under autocast the floating inputs are
+        cast to float32 and autocast is off inside; gradients flow back to the
+        low-precision features through the casts.
+        """
+        if not F.autocasting():
+            return super().__call__(*args, **kwargs)
+        with F.autocast_off():
+            return super().__call__(*F.float32(args), **F.float32(kwargs))
 
     def forward(self, features, targets, mask=None, context: StepContext | None = None):
         raise NotImplementedError

@@ -7,6 +7,9 @@ dimensions are flattened) and is tested against a naive reference in
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import torch
 
 _EPS = 1e-8
@@ -249,12 +252,67 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, unbiased: bool = False) -> torc
     return kl / (kk.clamp_min(0) * ll.clamp_min(0)).sqrt().clamp_min(_EPS)
 
 
+_AUTOCAST_DEVICES = ("cpu", "cuda", "mps", "xpu")
+_LOW = (torch.float16, torch.bfloat16)
+
+
+def _autocast_enabled(device: str) -> bool:
+    try:
+        return bool(torch.is_autocast_enabled(device))
+    except (RuntimeError, TypeError):  # a device type this build does not know
+        return False
+
+
+def autocasting() -> bool:
+    """Whether autocast (mixed precision) is on for any device."""
+    return any(_autocast_enabled(d) for d in _AUTOCAST_DEVICES)
+
+
+@contextlib.contextmanager
+def autocast_off():
+    """Turn autocast off, inside the block, for every device it is on for."""
+    with contextlib.ExitStack() as stack:
+        for d in _AUTOCAST_DEVICES:
+            if _autocast_enabled(d):
+                stack.enter_context(torch.autocast(device_type=d, enabled=False))
+        yield
+
+
+def float32(value):
+    """``value`` with every float16/bfloat16 tensor (also inside tuples, lists, dicts) cast to float32."""
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.dtype in _LOW else value
+    if isinstance(value, dict):
+        return {k: float32(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(float32(v) for v in value)
+    return value
+
+
+def in_float32(fn):
+    """Run ``fn`` in float32: low-precision tensor arguments cast up, autocast off.
+
+    For the covariances, Gram matrices, ``eigh`` and fits below, which lose most of
+    their digits in bfloat16 (8-bit mantissa); gradients flow back through the casts.
+    """
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        if not autocasting() and not any(isinstance(a, torch.Tensor) and a.dtype in _LOW for a in (*args, *kwargs.values())):
+            return fn(*args, **kwargs)
+        with autocast_off():
+            return fn(*float32(args), **float32(kwargs))
+
+    return wrapped
+
+
 def _inv_sqrt(c: torch.Tensor) -> torch.Tensor:
     """``C^{-1/2}`` of a symmetric positive-definite matrix via ``eigh``."""
     vals, vecs = torch.linalg.eigh(c)
     return (vecs * vals.clamp_min(_EPS).rsqrt()) @ vecs.T
 
 
+@in_float32
 def cca(x: torch.Tensor, y: torch.Tensor, k: int, eps: float = 1e-3) -> torch.Tensor:
     """Top-``k`` canonical correlations with ridge-regularised covariances.
 
@@ -309,6 +367,7 @@ def cca(x: torch.Tensor, y: torch.Tensor, k: int, eps: float = 1e-3) -> torch.Te
     return vals.clamp_min(1e-12).sqrt().clamp_max(1.0)  # clamp: finite gradient at ρ = 0
 
 
+@in_float32
 def eigenspectrum(x: torch.Tensor) -> torch.Tensor:
     """Eigenvalues of the covariance of a batch of population vectors, descending.
 
@@ -337,6 +396,7 @@ def eigenspectrum(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.eigvalsh(g / (n - 1)).flip(0).clamp_min(0)
 
 
+@in_float32
 def power_law_fit(spectrum: torch.Tensor, n_min: int = 1, n_max: int | None = None) -> torch.Tensor:
     """Exponent α of a power law ``λ_n ∝ n^{-α}`` fitted by least squares in log–log.
 
@@ -375,6 +435,7 @@ def power_law_fit(spectrum: torch.Tensor, n_min: int = 1, n_max: int | None = No
     return -(uc * (v - v.mean())).sum() / uc.pow(2).sum()
 
 
+@in_float32
 def ey_cca_objective(
     zx: torch.Tensor, zy: torch.Tensor, zx2: torch.Tensor | None = None, zy2: torch.Tensor | None = None
 ) -> torch.Tensor:

@@ -8,6 +8,7 @@ predict``; :func:`predict_target_set` does the same for a twin in memory (what
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -141,10 +142,17 @@ def predict_target_set(
     twin.eval()
     device = next(twin.parameters()).device
     n = len(keys)
-    with TargetSetStream(path, keys, twin.total_neurons, key, source=source, dtype=dtype, chunk_rows=batch_size) as out:
+    with torch.inference_mode(), TargetSetStream(path, keys, twin.total_neurons, key, source=source, dtype=dtype,
+                                                 chunk_rows=batch_size) as out, ThreadPoolExecutor(1) as pool:
+        pending = None  # the previous block is written while the next one is predicted
         for start in range(0, n, batch_size):
             block = np.asarray(images[start : start + batch_size])
             x = torch.from_numpy(block).to(device)
             x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-            out.write(start, twin(x).float().cpu().numpy())
+            pred = twin(x).float().cpu().numpy()
+            if pending is not None:
+                pending.result()  # raises what writing it raised
+            pending = pool.submit(out.write, start, pred)
+        if pending is not None:
+            pending.result()
     return Path(path)

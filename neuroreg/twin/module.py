@@ -196,10 +196,25 @@ class TwinModule(pl.LightningModule):
             self.log(f"{stage}/loss/loss", terms["loss"], batch_size=pred.shape[0], add_dataloader_idx=False)
         self._eval_outputs.setdefault(dataset, []).append((pred.detach().float().cpu().numpy(), repeats.cpu().numpy()))
 
+    def _gathered_outputs(self) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+        """This epoch's evaluation outputs of every DDP rank (each rank predicted its share of the images)."""
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return self._eval_outputs
+        shares: list = [None] * dist.get_world_size()
+        dist.all_gather_object(shares, self._eval_outputs)
+        merged: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        for share in shares:
+            for dataset, outputs in share.items():
+                merged.setdefault(dataset, []).extend(outputs)
+        return merged
+
     def _eval_epoch_end(self, stage: str) -> dict[str, float]:
+        # metrics over all images at once: correlations, oracle and FEV of rank-local
+        # shares averaged afterwards would not equal those of the whole set
         per_dataset = {}
         repeated = 0
-        for dataset, outputs in self._eval_outputs.items():
+        for dataset, outputs in self._gathered_outputs().items():
             pred = np.concatenate([p for p, _ in outputs])
             r = max(x.shape[1] for _, x in outputs)
             reps = np.concatenate([np.pad(x, ((0, 0), (0, r - x.shape[1]), (0, 0)), constant_values=np.nan) for _, x in outputs])
