@@ -191,14 +191,14 @@ def tiny_mat(path: Path, n: int = 4) -> Path:
 
 
 def write_manifest(folder: Path, mat: Path, name: str = "tiny-rdm", reader: str = "kriegeskorte2008.read_kriegeskorte2008",
-                   options: dict | None = None) -> Path:
+                   options: dict | None = None, url: str | None = None) -> Path:
     import hashlib
 
     folder.mkdir(parents=True, exist_ok=True)
     manifest = {
         "name": name, "title": "tiny RDM", "kind": "neural", "species": "macaque", "area": "IT",
         "modality": "electrophysiology",
-        "files": [{"name": mat.name, "role": "path", "url": f"https://example.org/{mat.name}",
+        "files": [{"name": mat.name, "role": "path", "url": url or f"https://example.org/{mat.name}",
                    "sha256": hashlib.sha256(mat.read_bytes()).hexdigest(), "sha256_status": "confirmed", "format": "mat"}],
         "license": {"id": "test-license", "url": None, "non_commercial": None}, "citation": "Test citation.",
         "reader": {"function": f"neuroreg.data.readers.{reader}", "options": options or {"rdm": "mIT_test"}},
@@ -258,3 +258,19 @@ def test_manifest_rdm_errors(tmp_path, monkeypatch):
         rdm_targets("no-such-rdm")
     with pytest.raises(TypeError, match="gives dissimilarities, not responses"):
         RDMFile("x.h5").load()
+
+
+def test_manifest_rdm_fetches_a_missing_file_then_converts(tmp_path, monkeypatch, capsys):
+    from _http import FileServer
+
+    mat = tiny_mat(tmp_path / "tiny.mat")
+    monkeypatch.setenv("NEUROREG_MANIFEST_DIR", str(tmp_path / "manifests"))
+    with FileServer({"/files/tiny.mat": mat.read_bytes()}) as server:
+        write_manifest(tmp_path / "manifests", mat, url=f"{server.url}/files/tiny.mat")
+        t = ManifestRDM("tiny-rdm", data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache")).load_rdm()
+        assert [p for p, _ in server.requests] == ["/files/tiny.mat"]
+        assert (tmp_path / "data" / "tiny-rdm" / "tiny.mat").read_bytes() == mat.read_bytes()
+        assert "tiny-rdm: license test-license" in capsys.readouterr().out  # the notice before a download
+        ManifestRDM("tiny-rdm", data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache")).load_rdm()
+        assert len(server.requests) == 1  # present and verified: not downloaded again
+    assert t.n_images == 4 and t.rdm.shape == (6,)
