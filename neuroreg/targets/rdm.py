@@ -387,11 +387,14 @@ class ManifestRDM(RDMSource):
         cache_dir: folder of converted RDMTargets files.
         options: reader options (override the manifest's), e.g. ``{"rdm": "hITvisStim_316vx"}``.
         fetch: download missing files (else a missing file is an error).
+        manifest_dir: folder of the manifests (default ``data_manifests/``, or
+            ``$NEUROREG_MANIFEST_DIR``).
     """
 
     def __init__(self, manifest: str, data_dir: str | None = None, cache_dir: str = "data/rdms",
-                 options: dict[str, Any] | None = None, fetch: bool = True):
+                 options: dict[str, Any] | None = None, fetch: bool = True, manifest_dir: str | None = None):
         self.manifest = manifest
+        self.manifest_dir = manifest_dir
         self.data_dir = data_dir
         self.cache_dir = Path(cache_dir)
         self.options = dict(options or {})
@@ -403,7 +406,7 @@ class ManifestRDM(RDMSource):
 
         if self.manifest.endswith((".yaml", ".yml")):
             return load_manifest(self.manifest)
-        return find_manifest(self.manifest)
+        return find_manifest(self.manifest, self.manifest_dir)
 
     def load_rdm(self) -> RDMTargets:
         if self._rdm is not None:

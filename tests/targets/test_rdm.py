@@ -227,14 +227,17 @@ def test_manifest_rdm_converts_once_and_caches_by_content(tmp_path, monkeypatch)
     np.testing.assert_allclose(rdm_targets(cached[0]).rdm, t.rdm)
     # other reader options are another conversion
     write_manifest(tmp_path / "manifests", mat, options={"rdm": "mIT_test", "metric": "cosine"})
-    other = ManifestRDM("tiny-rdm", data_dir=str(data), cache_dir=str(tmp_path / "cache"), fetch=False).load_rdm()
+    monkeypatch.delenv("NEUROREG_MANIFEST_DIR")
+    other = ManifestRDM("tiny-rdm", data_dir=str(data), cache_dir=str(tmp_path / "cache"), fetch=False,
+                        manifest_dir=str(tmp_path / "manifests")).load_rdm()
     assert other.metric == "cosine" and len(list((tmp_path / "cache").glob("*.h5"))) == 2
     # a changed file fails its checksum before anything reads it
     mat.write_bytes(mat.read_bytes() + b"x")
     from neuroreg.data.fetch import ChecksumError
 
     with pytest.raises(ChecksumError, match="sha256 mismatch"):
-        ManifestRDM("tiny-rdm", data_dir=str(data), cache_dir=str(tmp_path / "cache"), fetch=False).load_rdm()
+        ManifestRDM("tiny-rdm", data_dir=str(data), cache_dir=str(tmp_path / "cache"), fetch=False,
+                    manifest_dir=str(tmp_path / "manifests")).load_rdm()
 
 
 def test_manifest_rdm_errors(tmp_path, monkeypatch):
