@@ -42,11 +42,12 @@ def require_mat() -> Path:
 
 
 def manifest_dir(folder: Path) -> Path:
-    """A folder whose ``kriegeskorte2008-it92.yaml`` names the shared file (the repository's, if shipped)."""
-    shipped = ROOT / "data_manifests" / f"{NAME}.yaml"
+    """A folder holding the shipped manifests, among them a ``kriegeskorte2008-it92.yaml``
+    naming the shared file (the repository's, if shipped)."""
     folder.mkdir(parents=True, exist_ok=True)
-    if shipped.is_file():
+    for shipped in (ROOT / "data_manifests").glob("*.yaml"):
         shutil.copy(shipped, folder / shipped.name)
+    if (folder / f"{NAME}.yaml").is_file():
         return folder
     manifest = {
         "name": NAME, "title": "Kiani 2007 / Kriegeskorte 2008 macaque IT RDM over 92 object images", "kind": "neural",

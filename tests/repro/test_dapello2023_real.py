@@ -16,7 +16,7 @@ from neuroreg.data.readers.kriegeskorte2008 import read_kriegeskorte2008
 from neuroreg.evaluation.suite import check_brain_layers
 from neuroreg.repro.recipe import load_recipe
 from neuroreg.repro.runner import plan
-from neuroreg.targets.rdm import ManifestRDM, PixelRDM, RDMSource, ShuffledRDM, pixel_rdm
+from neuroreg.targets.rdm import ManifestRDM, PixelRDM, RDMSource, ShuffledRDM, pixel_rdm, rdm_targets
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL = ROOT / "experiments" / "dapello2023" / "real"
@@ -26,6 +26,10 @@ def built(arm: str):
     cli = NeuroregCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                       args=["--config", str(REAL / f"{arm}.yaml")], run=False, auto_configure_optimizers=False)
     return cli.model, cli.datamodule
+
+
+def budget_rdm() -> str:
+    return load_recipe("dapello2023").scale("real").eval.make_budget().rsa_rdm
 
 
 def test_real_scale_arms_controls_and_evaluation(tmp_path):
@@ -61,6 +65,7 @@ def test_real_arms_pull_toward_it_its_shuffle_or_its_pixels(tmp_path, monkeypatc
     target = sources["rsa"].load_rdm()
     np.testing.assert_array_equal(target.rdm, it.rdm)  # converted from the manifest: the IT RDM itself
     assert list(Path("data/rdms").glob("kriegeskorte2008-it92_*.h5"))
+    np.testing.assert_array_equal(rdm_targets(budget_rdm()).rdm, it.rdm)  # what the evaluation scores against
     shuffled = sources["shuffled"].load_rdm()
     np.testing.assert_allclose(np.sort(shuffled.rdm), np.sort(it.rdm))
     assert abs(spearmanr(shuffled.rdm, it.rdm).statistic) < 0.2
