@@ -66,6 +66,10 @@ def test_every_default_is_a_shipped_config_or_base():
 @pytest.mark.parametrize("config", [c for c in CONFIGS if not needs_download(c)], ids=lambda p: str(p.relative_to(ROOT)))
 def test_config_fast_dev_run(config, tmp_path, monkeypatch, shared_data):
     (tmp_path / "data").symlink_to(shared_data, target_is_directory=True)
+    if any("kriegeskorte2008-it92" in part.read_text() for part in config_chain(config)):
+        from _rdmdata import it92_environment  # the real 92-image IT RDM, from the shared data
+
+        it92_environment(monkeypatch, tmp_path)
     monkeypatch.chdir(tmp_path)
     cli = run_cli(["fit", "--config", str(config), "--trainer.fast_dev_run=true"])
     assert cli.trainer.state.finished
