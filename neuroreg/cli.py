@@ -42,7 +42,7 @@ from jsonargparse import Path as ArgPath
 from jsonargparse.typing import PositiveInt
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from .io import CheckpointError, load_checkpoint
+from .io import CheckpointError, load_checkpoint, yaml_problem
 from .runs.resume import plan_resume
 
 #: top-level config key listing the configs a config starts from
@@ -52,15 +52,6 @@ DEFAULTS = "defaults"
 class ConfigDefaultsError(TypeError):
     """A config's ``defaults`` list that cannot be used; the message names the file and
     entry. A ``TypeError`` so that the Lightning CLI reports it like any bad ``--config``."""
-
-
-def yaml_problem(err: yaml.YAMLError) -> str:
-    """``"line L, column C: cannot read YAML: <problem>"`` for a YAML syntax error (the
-    file's own name is the caller's to add; PyYAML names a string ``<unicode string>``)."""
-    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    what = " ".join(str(part) for part in (getattr(err, "context", None), getattr(err, "problem", None)) if part)
-    return f"{where}cannot read YAML: {what or err}"
 
 
 def config_defaults(path: str | Path) -> tuple[list[Path], str | None]:
@@ -451,6 +442,9 @@ def _yaml_tree(path: Path):
 def _lookup(node, keys: list[str]):
     """The YAML node under ``keys`` (``init_args`` may be left out, as jsonargparse allows), or ``None``."""
     for key in keys:
+        if isinstance(node, yaml.SequenceNode) and key.isdigit() and int(key) < len(node.value):
+            node = node.value[int(key)]
+            continue
         if not isinstance(node, yaml.MappingNode):
             return None
         found = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
@@ -474,6 +468,9 @@ def locate_class(cls: type, files: list[Path]) -> tuple[list[str], Path, int] | 
     field's keys, the file and the line."""
 
     def walk(node, keys):
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                yield from walk(item, [*keys, str(i)])
         if not isinstance(node, yaml.MappingNode):
             return
         for k, v in node.value:
