@@ -153,7 +153,8 @@ class NeuroregCLI(LightningCLI):
     data module and passed to the model, so configs never repeat them. The default
     logger is a CSV logger under ``runs/``.
 
-    ``fit`` keeps ``checkpoints/last.ckpt`` and ``fit_status.json`` in the run dir; a
+    ``fit`` writes every checkpoint whole or not at all (:class:`~neuroreg.runs.checkpoints.AtomicCheckpointIO`),
+    keeps ``checkpoints/last.ckpt`` and ``fit_status.json`` in the run dir; a
     fit that was killed resumes when the same command is run again (see
     :mod:`neuroreg.runs.resume`). Options (ignored by the other subcommands):
 
@@ -198,8 +199,10 @@ class NeuroregCLI(LightningCLI):
     def before_fit(self) -> None:
         """Record the run's loggers in ``RUN/loggers.json`` (for ``neuroreg eval`` to log to them later),
         and set up resuming (callbacks, run status, ``ckpt_path``)."""
+        from neuroreg.runs.checkpoints import use_atomic_checkpoints
         from neuroreg.runs.loggers import RecordLoggers
 
+        use_atomic_checkpoints(self.trainer)
         self.trainer.callbacks.append(RecordLoggers())
         self._resume_plan.before_fit(self.trainer, self.config_init["fit"])
         self._load_weights_only()

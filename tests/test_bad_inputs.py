@@ -437,10 +437,9 @@ for name, write in [("ts.h5", lambda p: ts.save(p)),
                     ("last.ckpt", None)]:
     path = os.path.join(out, name)
     try:
-        if write is None:
-            from neuroreg.io import atomic_path
-            with atomic_path(path) as tmp:
-                torch.save({{"w": torch.ones(100, 100)}}, tmp)
+        if write is None:  # how every checkpoint of a fit is written
+            from neuroreg.runs.checkpoints import AtomicCheckpointIO
+            AtomicCheckpointIO().save_checkpoint({{"state_dict": {{"w": torch.ones(100, 100)}}}}, path)
         elif name == "stream.h5":
             with TargetSetStream(path, ts.image_keys, 100, "k") as s:
                 s.write(0, ts.targets)
@@ -461,30 +460,36 @@ for name, write in [("ts.h5", lambda p: ts.save(p)),
 
 
 def test_fit_on_a_full_disk_keeps_no_partial_checkpoint(tmp_path):
-    """A fit whose ``last.ckpt`` does not fit on the disk ends with a short error naming it and
-    exit status 1; no partial checkpoint is left."""
+    """A fit whose checkpoint does not fit on the disk ends with a short error naming it and
+    exit status 1; no partial checkpoint is left (Lightning's own writer left a truncated one)."""
     cfg = classifier()
-    cfg["trainer"] = {**TRAINER, "fast_dev_run": False, "max_epochs": 1, "limit_train_batches": 1, "limit_val_batches": 1,
+    cfg["trainer"] = {**TRAINER, "fast_dev_run": False, "enable_checkpointing": True, "max_epochs": 1,
+                      "limit_train_batches": 1, "limit_val_batches": 1,
                       "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "runs", "name": "t"}}}
     cfg["model"]["init_args"]["backbone"]["init_args"]["widths"] = [16, 32]  # a checkpoint of ~100 kB
     config = write_yaml(tmp_path / "config.yaml", cfg)
     proc = neuroreg("fit", "--config", str(config), cwd=tmp_path, limit_bytes=40_000)
     assert proc.returncode == 1, proc.stderr
-    assert re.search(r"neuroreg fit: error: .*(File too large|No space left on device): cannot write \S*last\.ckpt", proc.stderr), proc.stderr
+    assert re.search(r"neuroreg fit: error: .*(File too large|No space left on device): cannot write \S+\.ckpt \(nothing was written", proc.stderr), proc.stderr
     assert "Traceback" not in proc.stderr
     assert not list(tmp_path.rglob("*.ckpt")) and not leftovers(tmp_path)
 
 
-def test_debug_shows_the_traceback(tmp_path):
+def test_debug_shows_the_traceback(tmp_path, monkeypatch, capfd):
+    """``--debug`` anywhere on the command line (here after the subcommand's options, in a real
+    process) or ``NEUROREG_DEBUG=1`` prints the traceback before the same short message."""
     config = write_yaml(tmp_path / "config.yaml", classifier(std=[-1.0]))
-    plain = neuroreg("fit", "--config", str(config), cwd=tmp_path)
-    assert plain.returncode == 2 and "Traceback" not in plain.stderr
-    assert "--debug or NEUROREG_DEBUG=1" in plain.stderr
-    for extra, env in ((["--debug"], None), ([], {"NEUROREG_DEBUG": "1"})):
-        shown = neuroreg("fit", *extra, "--config", str(config), cwd=tmp_path, env=env)
-        assert shown.returncode == 2, shown.stderr
-        assert "Traceback (most recent call last)" in shown.stderr
-        assert "std: expected positive values, found [-1.0]" in shown.stderr.splitlines()[-2]  # the short message still last
+    shown = neuroreg("fit", "--config", str(config), "--debug", cwd=tmp_path)
+    assert shown.returncode == 2, shown.stderr
+    assert "Traceback (most recent call last)" in shown.stderr
+    assert shown.stderr.rstrip().splitlines()[-2] == "neuroreg fit: error: std: expected positive values, found [-1.0]"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEUROREG_DEBUG", "1")
+    rc, _, err = run_in_process(["fit", "--config", str(config)], capfd)
+    assert rc == 2 and "Traceback (most recent call last)" in err and "RegularizedClassifier" in err
+    monkeypatch.setenv("NEUROREG_DEBUG", "0")
+    rc, _, err = run_in_process(["fit", "--config", str(config)], capfd)
+    assert rc == 2 and "Traceback" not in err and "--debug or NEUROREG_DEBUG=1" in err
 
 
 def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
@@ -504,18 +509,23 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
     assert "neuroreg fit: interrupted" in err
 
 
-def test_worker_logs_are_never_overwritten(tmp_path):
-    """Two invocations' workers write their own logs (``neuroreg repro --list`` as the worker's command)."""
+def test_worker_logs_are_never_overwritten(tmp_path, monkeypatch):
+    """Two invocations in the same second (a rerun, or two at once) each get their own worker
+    logs; ``echo`` stands in for the worker process, so each log holds its command line."""
     from neuroreg.repro.runner import spawn_workers
 
-    first = spawn_workers(["--list"], 1, tmp_path, 1)
-    second = spawn_workers(["--list"], 1, tmp_path, 1)
-    for proc, log in first + second:
-        proc.wait(timeout=60)
+    monkeypatch.setattr(sys, "executable", "/bin/echo")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "worker-1.log").write_text("an older run's log\n")
+    procs = spawn_workers(["first"], 2, tmp_path, 1) + spawn_workers(["second"], 2, tmp_path, 1)
+    for proc, log in procs:
+        proc.wait(timeout=30)
         log.close()
-    logs = sorted((tmp_path / "logs").glob("worker-1-*.log"))
-    assert len(logs) == 2
-    assert all("quickstart" in p.read_text() for p in logs)
+    logs = {p.name: p.read_text() for p in (tmp_path / "logs").glob("*.log")}
+    assert logs.pop("worker-1.log") == "an older run's log\n"
+    assert len(logs) == 4
+    assert sorted(text.split()[3] for text in logs.values()) == ["first", "first", "second", "second"]
+    assert all(re.fullmatch(rf"worker-[12]-\d{{8}}T\d{{6}}Z-{os.getpid()}(\.2)?\.log", name) for name in logs), logs
 
 
 def test_a_pickle_checkpoint_would_really_run_code(tmp_path):
