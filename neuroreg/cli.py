@@ -297,8 +297,12 @@ def checkpoint_fits_model(path: str | Path, checkpoint: dict, model) -> None:
 
 def run_cli(argv: list[str]) -> NeuroregCLI:
     """Run a Lightning subcommand (``fit``, ``validate``, ``test``, ``predict``) and return the CLI."""
+    import warnings
+
     from pytorch_lightning import LightningDataModule, LightningModule
 
+    # main() passes the command line itself (without --debug): not the mistake this warns about
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
     return NeuroregCLI(
         LightningModule,
         LightningDataModule,
@@ -489,6 +493,12 @@ def locate_class(cls: type, files: list[Path]) -> tuple[list[str], Path, int] | 
     return None
 
 
+def _option(keys: list[str], argv: list[str]) -> str | None:
+    """The command-line option of ``argv`` that sets the field ``keys`` (``init_args`` may be left out)."""
+    names = {"--" + ".".join(keys), "--" + ".".join(k for k in keys if k != "init_args")}
+    return next((a.split("=", 1)[0] for a in argv if a.split("=", 1)[0] in names), None)
+
+
 def explain(err: BaseException, argv: list[str] | None = None) -> tuple[str, int]:
     """The message and exit status for an error that ended a ``neuroreg`` command.
 
@@ -509,18 +519,19 @@ def explain(err: BaseException, argv: list[str] | None = None) -> tuple[str, int
         if found is not None:
             keys, path, line = found
             field = re.match(r"'?([\w.]+)'?:", message)  # neuroreg's messages start with the field they are about
-            located = locate_field([*keys, "init_args", *field.group(1).split(".")], files) if field else None
+            full = [*keys, "init_args", *field.group(1).split(".")] if field else keys
+            given = _option(full, argv or [])
+            located = locate_field(full, files) if field and not given else None
             path, line = located or (path, line)
-            where = f"{path}, line {line} ({'.'.join(keys)}: {cls.__name__})"
+            where = f"option {given}" if given else f"{path}, line {line} ({'.'.join(keys)}: {cls.__name__})"
         elif cls is not None and not message.startswith(cls.__name__):
             message = f"{cls.__name__}: {message}"
     elif isinstance(inner, ArgumentError):
         keys, message = condense_parser_error(_text(inner))
         if keys:
-            option = "--" + ".".join(k for k in keys)
-            given = [a for a in (argv or []) if a.split("=", 1)[0] in (option, "--" + ".".join(k for k in keys if k != "init_args"))]
+            given = _option(keys, argv or [])
             located = None if given else locate_field(keys, files)
-            where = f"{located[0]}, line {located[1]}" if located else f"option {given[0].split('=', 1)[0]}" if given else None
+            where = f"{located[0]}, line {located[1]}" if located else f"option {given}" if given else None
             message = f"field '{'.'.join(keys)}': {message}"
     else:
         message = _text(inner)
