@@ -502,14 +502,15 @@ def _option(keys: list[str], argv: list[str]) -> str | None:
 def explain(err: BaseException, argv: list[str] | None = None) -> tuple[str, int]:
     """The message and exit status for an error that ended a ``neuroreg`` command.
 
-    The message is the innermost one neuroreg raised (a library's wrapping, such as
-    jsonargparse's union summaries, dropped); for a Lightning subcommand it also says which
+    The message is the outermost one neuroreg raised (a library's wrapping around it, such
+    as jsonargparse's union summaries, dropped); for a Lightning subcommand it also says which
     config file and line set the offending field (or the class whose constructor refused
     it), or lists the configs used.
     """
     chain = _chain(err)
     own = [e for e in chain if _raised_by_neuroreg(e)]
-    inner = own[-1] if own else chain[0]  # a library's error: its outermost message holds the field's whole path
+    # neuroreg's outermost message (a wrapper of its own adds context), else the library's outermost (it holds the field's path)
+    inner = own[0] if own else chain[0]
     files = _config_files(argv or [])
     where = None
     if own:

@@ -459,6 +459,28 @@ for name, write in [("ts.h5", lambda p: ts.save(p)),
     assert not leftovers(tmp_path)
 
 
+def test_eval_on_a_full_disk_writes_nothing(tmp_path):
+    """``neuroreg eval`` (a small budget: clean and noise accuracy of 8 images) whose report does
+    not fit on the disk: a short error naming the folder, exit status 1, no eval folder left."""
+    ckpt = make_run(tmp_path / "run")
+    script = f"""
+import resource, signal, sys
+from neuroreg.cli import main
+from neuroreg.evaluation import suite
+suite.SUITES["quick"] = suite.Budget(max_images=8, noise_sigmas=(0.0, 0.1), linf_epsilons=(), fgsm=False, check_images=8,
+                                     robust_images=None)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500))
+sys.exit(main(["eval", "--ckpt", {str(ckpt)!r}, "--no-log", "--no-progress"]))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=180, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert re.search(rf"neuroreg eval: error: (File too large|No space left on device): cannot write the evaluation to "
+                     rf"{re.escape(str(tmp_path / 'run' / 'eval'))} \(nothing was written", proc.stderr), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "eval").exists() and not leftovers(tmp_path)
+
+
 def test_fit_on_a_full_disk_keeps_no_partial_checkpoint(tmp_path):
     """A fit whose checkpoint does not fit on the disk ends with a short error naming it and
     exit status 1; no partial checkpoint is left (Lightning's own writer left a truncated one)."""

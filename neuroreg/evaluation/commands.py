@@ -290,7 +290,7 @@ def evaluate_checkpoint(
     try:
         path = write_eval_dir(report, out.parent, out.name, extra={"metrics.csv": _csv(scalars, step)})
     except OSError as err:  # e.g. a full disk: the directory is written whole or not at all
-        raise OSError(err.errno, f"{err.strerror or err}: cannot write the evaluation to {out} (nothing was written; "
+        raise OSError(err.errno, f"{os.strerror(err.errno) if err.errno else err}: cannot write the evaluation to {out} (nothing was written; "
                                  "a previous evaluation there is unchanged)") from err
     return json.loads(path.read_text()), path.parent
 
