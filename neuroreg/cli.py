@@ -323,6 +323,8 @@ TOOLS: dict[str, str] = {
     "sweep": "neuroreg.sweeps",
 }
 
+#: the subcommands run by the Lightning CLI
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 #: exit status of a command refused for its input (a config, a file, an option)
 EXIT_BAD_INPUT = 2
 #: exit status of a command that failed while it ran (the file system, a bug)
@@ -563,7 +565,11 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     argv, debug = debug_requested(argv)
-    name = f"neuroreg {argv[0]}" if argv and not argv[0].startswith("-") else "neuroreg"
+    if not argv or (not argv[0].startswith("-") and argv[0] not in (*LIGHTNING_SUBCOMMANDS, *TOOLS)):
+        print(f"neuroreg: error: expected a subcommand, one of {', '.join([*LIGHTNING_SUBCOMMANDS, *TOOLS])}; "
+              f"found {repr(argv[0]) if argv else 'none'} (neuroreg SUBCOMMAND --help for its options)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    name = f"neuroreg {argv[0]}" if not argv[0].startswith("-") else "neuroreg"
     try:
         if argv and argv[0] in TOOLS:
             return int(importlib.import_module(TOOLS[argv[0]]).main(argv[1:]) or 0)

@@ -231,6 +231,10 @@ case("lightning-misconfiguration", 2, r"max_epochs.*-3\.\n  in config {tmp}/conf
 case("weights-only-false", 2, r"--weights_only: expected true or null, found false")(
     lambda tmp: ["test", "--config", str(write_yaml(tmp / "config.yaml", classifier())), "--weights_only=false"])
 
+case("no-subcommand", 2, r"expected a subcommand, one of fit, validate, test, predict, data, eval, compare, repro, sweep; found none")(
+    lambda tmp: [])
+case("unknown-subcommand", 2, r"expected a subcommand, one of fit, .*; found 'fitt'")(lambda tmp: ["fitt", "--config", "x.yaml"])
+
 # --- recordings (.h5) for a twin fit
 case("recording-missing", 2, r"{tmp}/nope\.h5")(lambda tmp: twin_config(tmp, tmp / "nope.h5"))
 case("recording-not-hdf5", 2, r"{tmp}/rec\.h5: .*(HDF5|hdf5)")(
@@ -459,6 +463,7 @@ for name, write in [("ts.h5", lambda p: ts.save(p)),
     assert not leftovers(tmp_path)
 
 
+@pytest.mark.slow
 def test_eval_on_a_full_disk_writes_nothing(tmp_path):
     """``neuroreg eval`` (a small budget: clean and noise accuracy of 8 images) whose report does
     not fit on the disk: a short error naming the folder, exit status 1, no eval folder left."""
@@ -481,6 +486,7 @@ sys.exit(main(["eval", "--ckpt", {str(ckpt)!r}, "--no-log", "--no-progress"]))
     assert not (tmp_path / "run" / "eval").exists() and not leftovers(tmp_path)
 
 
+@pytest.mark.slow
 def test_fit_on_a_full_disk_keeps_no_partial_checkpoint(tmp_path):
     """A fit whose checkpoint does not fit on the disk ends with a short error naming it and
     exit status 1; no partial checkpoint is left (Lightning's own writer left a truncated one)."""
