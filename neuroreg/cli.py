@@ -544,10 +544,12 @@ def explain(err: BaseException, argv: list[str] | None = None) -> tuple[str, int
         message += f"\n  in {where}"
     if isinstance(inner, OSError) and not isinstance(inner, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
         return message, EXIT_FAILED
-    if own or isinstance(inner, (ValueError, LookupError, TypeError, OSError, ImportError, ArgumentError, yaml.YAMLError)) \
+    if isinstance(inner, (ValueError, LookupError, TypeError, OSError, ImportError, ArgumentError, yaml.YAMLError)) \
             or type(inner).__name__ == "MisconfigurationException":
         return message, EXIT_BAD_INPUT
-    return f"{type(inner).__name__}: {message}", EXIT_FAILED
+    if type(inner).__module__.startswith("neuroreg."):  # e.g. a failed stage or download: neuroreg's own report
+        return message, EXIT_FAILED
+    return f"{type(inner).__name__}: {message}", EXIT_FAILED  # unexpected: say what it was
 
 
 def _interrupted(err: BaseException) -> bool:

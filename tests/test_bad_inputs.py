@@ -562,3 +562,26 @@ def test_a_pickle_checkpoint_would_really_run_code(tmp_path):
     torch.load(ckpt, weights_only=False)
     assert (tmp_path / "ran").exists()
     assert pickle.dumps(Payload(tmp_path / "x"))  # picklable as written
+
+
+def test_exit_status_says_refused_or_failed():
+    """2: the input was refused; 1: the command failed while it ran (a full disk, a failed stage,
+    an unexpected error, which is named by its type)."""
+    import errno
+
+    from neuroreg.cli import explain
+    from neuroreg.repro.runner import ReproError
+
+    def raised(err):
+        try:
+            raise err
+        except BaseException as caught:  # noqa: BLE001
+            return caught
+
+    assert explain(raised(ValueError("x: expected 1, found 2"))) == ("x: expected 1, found 2", 2)
+    assert explain(raised(KeyError("no such key 'a'"))) == ("no such key 'a'", 2)
+    assert explain(raised(FileNotFoundError("nope.h5 not found"))) == ("nope.h5 not found", 2)
+    assert explain(raised(OSError(errno.ENOSPC, "No space left on device: cannot write a.h5"))) == (
+        "[Errno 28] No space left on device: cannot write a.h5", 1)
+    assert explain(raised(ReproError("stage fit-0 failed"))) == ("stage fit-0 failed", 1)
+    assert explain(raised(RuntimeError("CUDA out of memory"))) == ("RuntimeError: CUDA out of memory", 1)
