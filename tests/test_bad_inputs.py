@@ -304,6 +304,14 @@ case("eval-no-config", 2, r"{tmp}/lone/last\.ckpt: no config\.yaml found")(
     lambda tmp: ["eval", "--ckpt", str((tmp / "lone" / "last.ckpt", (tmp / "lone").mkdir(),
                                         torch.save({"state_dict": {}}, tmp / "lone" / "last.ckpt"))[0]), "--no-log"])
 
+case("eval-recording-not-hdf5", 2, r"{tmp}/heldout\.h5: not a readable HDF5 file", ("run/eval",))(
+    lambda tmp: ["eval", "--ckpt", str(make_run(tmp / "run")), "--recording",
+                 str((tmp / "heldout.h5", (tmp / "heldout.h5").write_bytes(b"junk"))[0]), "--layers", "layer1", "--no-log"])
+case("eval-recording-missing-dataset", 2, r"{tmp}/heldout\.h5: missing dataset '/trial_image'", ("run/eval",))(
+    lambda tmp: ["eval", "--ckpt", str(make_run(tmp / "run")), "--recording",
+                 str((make_recording().save(tmp / "heldout.h5"), h5py.File(tmp / "heldout.h5", "a").__delitem__("trial_image"),
+                      tmp / "heldout.h5")[2]), "--layers", "layer1", "--no-log"])
+
 # --- budgets (eval options)
 case("eval-max-images-zero", 2, r"--max-images: expected an integer >= 1, found 0", ("run/eval",))(
     lambda tmp: ["eval", "--ckpt", str(make_run(tmp / "run")), "--max-images", "0", "--no-log"])

@@ -244,6 +244,11 @@ def evaluate_checkpoint(
     layers = [layers] if isinstance(layers, str) else list(layers)
     if bool(recording) != bool(layers):
         raise EvalError("--recording and --layers go together (brain similarity needs both)")
+    if recording:  # check the file before the evaluation's long work, not after it
+        from neuroreg.data.lazy import open_recording
+
+        with open_recording(recording):
+            pass
     ckpt = Path(ckpt)
     config = Path(config) if config is not None else find_run_config(ckpt)
     data = Path(data) if data is not None else None
