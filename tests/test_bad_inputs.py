@@ -488,7 +488,7 @@ sys.exit(main(["eval", "--ckpt", {str(ckpt)!r}, "--no-log", "--no-progress"]))
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=180, cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
-    assert re.search(rf"neuroreg eval: error: (File too large|No space left on device): cannot write the evaluation to "
+    assert re.search(rf"neuroreg eval: error: .*(File too large|No space left on device): cannot write the evaluation to "
                      rf"{re.escape(str(tmp_path / 'run' / 'eval'))} \(nothing was written", proc.stderr), proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "eval").exists() and not leftovers(tmp_path)
