@@ -42,7 +42,7 @@ from jsonargparse import Path as ArgPath
 from jsonargparse.typing import PositiveInt
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from .io import CheckpointError, load_checkpoint
+from .io import CheckpointError, load_checkpoint, yaml_problem
 from .runs.resume import plan_resume
 
 #: top-level config key listing the configs a config starts from
@@ -52,15 +52,6 @@ DEFAULTS = "defaults"
 class ConfigDefaultsError(TypeError):
     """A config's ``defaults`` list that cannot be used; the message names the file and
     entry. A ``TypeError`` so that the Lightning CLI reports it like any bad ``--config``."""
-
-
-def yaml_problem(err: yaml.YAMLError) -> str:
-    """``"line L, column C: cannot read YAML: <problem>"`` for a YAML syntax error (the
-    file's own name is the caller's to add; PyYAML names a string ``<unicode string>``)."""
-    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    what = " ".join(str(part) for part in (getattr(err, "context", None), getattr(err, "problem", None)) if part)
-    return f"{where}cannot read YAML: {what or err}"
 
 
 def config_defaults(path: str | Path) -> tuple[list[Path], str | None]:
@@ -162,7 +153,8 @@ class NeuroregCLI(LightningCLI):
     data module and passed to the model, so configs never repeat them. The default
     logger is a CSV logger under ``runs/``.
 
-    ``fit`` keeps ``checkpoints/last.ckpt`` and ``fit_status.json`` in the run dir; a
+    ``fit`` writes every checkpoint whole or not at all (:class:`~neuroreg.runs.checkpoints.AtomicCheckpointIO`),
+    keeps ``checkpoints/last.ckpt`` and ``fit_status.json`` in the run dir; a
     fit that was killed resumes when the same command is run again (see
     :mod:`neuroreg.runs.resume`). Options (ignored by the other subcommands):
 
@@ -207,8 +199,10 @@ class NeuroregCLI(LightningCLI):
     def before_fit(self) -> None:
         """Record the run's loggers in ``RUN/loggers.json`` (for ``neuroreg eval`` to log to them later),
         and set up resuming (callbacks, run status, ``ckpt_path``)."""
+        from neuroreg.runs.checkpoints import use_atomic_checkpoints
         from neuroreg.runs.loggers import RecordLoggers
 
+        use_atomic_checkpoints(self.trainer)
         self.trainer.callbacks.append(RecordLoggers())
         self._resume_plan.before_fit(self.trainer, self.config_init["fit"])
         self._load_weights_only()
@@ -352,6 +346,8 @@ def print_help() -> None:
         print(f"  {name:9s} {text}")
 
 
+#: the subcommands run by the Lightning CLI
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 #: exit status of a command refused for its input (a config, a file, an option)
 EXIT_BAD_INPUT = 2
 #: exit status of a command that failed while it ran (the file system, a bug)
@@ -478,6 +474,9 @@ def _yaml_tree(path: Path):
 def _lookup(node, keys: list[str]):
     """The YAML node under ``keys`` (``init_args`` may be left out, as jsonargparse allows), or ``None``."""
     for key in keys:
+        if isinstance(node, yaml.SequenceNode) and key.isdigit() and int(key) < len(node.value):
+            node = node.value[int(key)]
+            continue
         if not isinstance(node, yaml.MappingNode):
             return None
         found = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
@@ -501,6 +500,9 @@ def locate_class(cls: type, files: list[Path]) -> tuple[list[str], Path, int] | 
     field's keys, the file and the line."""
 
     def walk(node, keys):
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                yield from walk(item, [*keys, str(i)])
         if not isinstance(node, yaml.MappingNode):
             return
         for k, v in node.value:
@@ -516,17 +518,24 @@ def locate_class(cls: type, files: list[Path]) -> tuple[list[str], Path, int] | 
     return None
 
 
+def _option(keys: list[str], argv: list[str]) -> str | None:
+    """The command-line option of ``argv`` that sets the field ``keys`` (``init_args`` may be left out)."""
+    names = {"--" + ".".join(keys), "--" + ".".join(k for k in keys if k != "init_args")}
+    return next((a.split("=", 1)[0] for a in argv if a.split("=", 1)[0] in names), None)
+
+
 def explain(err: BaseException, argv: list[str] | None = None) -> tuple[str, int]:
     """The message and exit status for an error that ended a ``neuroreg`` command.
 
-    The message is the innermost one neuroreg raised (a library's wrapping, such as
-    jsonargparse's union summaries, dropped); for a Lightning subcommand it also says which
+    The message is the outermost one neuroreg raised (a library's wrapping around it, such
+    as jsonargparse's union summaries, dropped); for a Lightning subcommand it also says which
     config file and line set the offending field (or the class whose constructor refused
     it), or lists the configs used.
     """
     chain = _chain(err)
     own = [e for e in chain if _raised_by_neuroreg(e)]
-    inner = own[-1] if own else chain[0]  # a library's error: its outermost message holds the field's whole path
+    # neuroreg's outermost message (a wrapper of its own adds context), else the library's outermost (it holds the field's path)
+    inner = own[0] if own else chain[0]
     files = _config_files(argv or [])
     where = None
     if own:
@@ -536,18 +545,19 @@ def explain(err: BaseException, argv: list[str] | None = None) -> tuple[str, int
         if found is not None:
             keys, path, line = found
             field = re.match(r"'?([\w.]+)'?:", message)  # neuroreg's messages start with the field they are about
-            located = locate_field([*keys, "init_args", *field.group(1).split(".")], files) if field else None
+            full = [*keys, "init_args", *field.group(1).split(".")] if field else keys
+            given = _option(full, argv or [])
+            located = locate_field(full, files) if field and not given else None
             path, line = located or (path, line)
-            where = f"{path}, line {line} ({'.'.join(keys)}: {cls.__name__})"
+            where = f"option {given}" if given else f"{path}, line {line} ({'.'.join(keys)}: {cls.__name__})"
         elif cls is not None and not message.startswith(cls.__name__):
             message = f"{cls.__name__}: {message}"
     elif isinstance(inner, ArgumentError):
         keys, message = condense_parser_error(_text(inner))
         if keys:
-            option = "--" + ".".join(k for k in keys)
-            given = [a for a in (argv or []) if a.split("=", 1)[0] in (option, "--" + ".".join(k for k in keys if k != "init_args"))]
+            given = _option(keys, argv or [])
             located = None if given else locate_field(keys, files)
-            where = f"{located[0]}, line {located[1]}" if located else f"option {given[0].split('=', 1)[0]}" if given else None
+            where = f"{located[0]}, line {located[1]}" if located else f"option {given}" if given else None
             message = f"field '{'.'.join(keys)}': {message}"
     else:
         message = _text(inner)
@@ -557,10 +567,12 @@ def explain(err: BaseException, argv: list[str] | None = None) -> tuple[str, int
         message += f"\n  in {where}"
     if isinstance(inner, OSError) and not isinstance(inner, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
         return message, EXIT_FAILED
-    if own or isinstance(inner, (ValueError, LookupError, TypeError, OSError, ImportError, ArgumentError, yaml.YAMLError)) \
+    if isinstance(inner, (ValueError, LookupError, TypeError, OSError, ImportError, ArgumentError, yaml.YAMLError)) \
             or type(inner).__name__ == "MisconfigurationException":
         return message, EXIT_BAD_INPUT
-    return f"{type(inner).__name__}: {message}", EXIT_FAILED
+    if type(inner).__module__.startswith("neuroreg."):  # e.g. a failed stage or download: neuroreg's own report
+        return message, EXIT_FAILED
+    return f"{type(inner).__name__}: {message}", EXIT_FAILED  # unexpected: say what it was
 
 
 def _interrupted(err: BaseException) -> bool:
@@ -578,10 +590,14 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     argv, debug = debug_requested(argv)
-    name = f"neuroreg {argv[0]}" if argv and not argv[0].startswith("-") else "neuroreg"
     if not argv or argv[0] in ("-h", "--help"):
         print_help()
         return 0 if argv else EXIT_BAD_INPUT
+    if not argv[0].startswith("-") and argv[0] not in (*LIGHTNING_SUBCOMMANDS, *TOOLS):
+        print(f"neuroreg: error: expected a subcommand, one of {', '.join([*LIGHTNING_SUBCOMMANDS, *TOOLS])}; "
+              f"found {argv[0]!r} (neuroreg --help lists them; neuroreg SUBCOMMAND --help for its options)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    name = f"neuroreg {argv[0]}" if not argv[0].startswith("-") else "neuroreg"
     try:
         if argv and argv[0] in TOOLS:
             return int(importlib.import_module(TOOLS[argv[0]]).main(argv[1:]) or 0)

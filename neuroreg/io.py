@@ -125,6 +125,15 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], Any], 
         os.fsync(f.fileno())
 
 
+def yaml_problem(err: Exception) -> str:
+    """``"line L, column C: cannot read YAML: <problem>"`` for a PyYAML error; the caller puts its
+    file's name in front (PyYAML reading a string calls it ``<unicode string>``)."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = " ".join(str(part) for part in (getattr(err, "context", None), getattr(err, "problem", None)) if part)
+    return f"{where}cannot read YAML: {what or err}"
+
+
 def file_hash(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
     """Hex digest of a file's bytes (``hashlib`` algorithm name), read in 1 MiB blocks."""
     h = hashlib.new(algorithm)

@@ -76,6 +76,8 @@ from wandb.sdk.launch.sweeps.utils import (
     create_sweep_command_args,
 )
 
+from neuroreg.io import yaml_problem
+
 with warnings.catch_warnings():  # sweeps 0.2 declares its pydantic model in the v1 style
     warnings.filterwarnings("ignore", message=r"(?s).*(class-based `config`|Valid config keys have changed)")
     from sweeps.config.schema import (
@@ -512,7 +514,7 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     try:
         config = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise SweepError(f"{path}: not valid YAML: {err}") from err
+        raise SweepError(f"{path}: {yaml_problem(err)}") from err
     return Sweep.from_dict(config, source=str(path))
 
 

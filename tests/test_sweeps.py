@@ -273,7 +273,7 @@ def test_bad_sweep_file_names_file_and_field(tmp_path, change, field, words):
 def test_unreadable_sweep_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.yaml: sweep file not found"):
         load_sweep(tmp_path / "nope.yaml")
-    with pytest.raises(SweepError, match="not valid YAML"):
+    with pytest.raises(SweepError, match=r"bad\.yaml: line 2, column 1: cannot read YAML"):
         load_sweep(write(tmp_path, "method: [grid\n"))
     with pytest.raises(SweepError, match="expected a mapping of sweep fields, found list"):
         load_sweep(write(tmp_path, "- method\n"))
@@ -307,10 +307,9 @@ def test_run_with_a_misspelt_parameter_fails_with_the_cli_error(tmp_path, monkey
     config = yaml.safe_load((ROOT / "experiments" / "sweeps" / "similarity_weight.yaml").read_text())
     config["parameters"] = {"model.init_args.regularizers.similarity.init_args.wieght": {"values": [0.5]}}
     path = write(tmp_path, config, "typo.yaml")
-    with pytest.raises(SystemExit) as exit_info:
-        neuroreg_main(["sweep", "run", str(path), "--index", "0", "--", "--trainer.fast_dev_run=true"])
-    assert exit_info.value.code not in (0, None)
-    assert "wieght" in capsys.readouterr().err
+    assert neuroreg_main(["sweep", "run", str(path), "--index", "0", "--", "--trainer.fast_dev_run=true"]) == 2
+    err = capsys.readouterr().err
+    assert "wieght" in err and "Traceback" not in err
     assert not list(tmp_path.rglob("*.ckpt"))
 
 

@@ -248,8 +248,9 @@ class LazyRecording:
         f = self._file
         for key in _REQUIRED:
             if key not in f:
+                found = sorted(f.keys())
                 self.close()
-                raise RecordingError(f"{self.path}: missing dataset '/{key}'; found {sorted(f.keys())}")
+                raise RecordingError(f"{self.path}: missing dataset '/{key}'; found {found}")
         version = int(f.attrs.get("schema_version", -1))
         if version != SCHEMA_VERSION:
             self.close()

@@ -52,6 +52,8 @@ from typing import Any
 
 import yaml
 
+from neuroreg.io import yaml_problem
+
 KINDS = ("neural", "images")
 SPECIES = ("mouse", "macaque", "none")
 MODALITIES = ("two-photon", "electrophysiology", "images")
@@ -328,7 +330,7 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ManifestError(f"{path}: not valid YAML ({err})") from err
+        raise ManifestError(f"{path}: {yaml_problem(err)}") from err
     return parse_manifest(raw, path)
 
 

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from neuroreg.io import yaml_problem
+
 if TYPE_CHECKING:
     from neuroreg.evaluation.suite import Budget
 
@@ -57,7 +59,7 @@ def _section(path: Path, key: str) -> dict[str, Any]:
     try:
         cfg = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as err:
-        raise EvalError(f"{path}: cannot read YAML ({err})") from err
+        raise EvalError(f"{path}: {yaml_problem(err)}") from err
     if isinstance(cfg, dict) and key in cfg:
         cfg = cfg[key]
     if not isinstance(cfg, dict) or "class_path" not in cfg:
@@ -242,6 +244,11 @@ def evaluate_checkpoint(
     layers = [layers] if isinstance(layers, str) else list(layers)
     if bool(recording) != bool(layers):
         raise EvalError("--recording and --layers go together (brain similarity needs both)")
+    if recording:  # check the file before the evaluation's long work, not after it
+        from neuroreg.data.lazy import open_recording
+
+        with open_recording(recording):
+            pass
     ckpt = Path(ckpt)
     config = Path(config) if config is not None else find_run_config(ckpt)
     data = Path(data) if data is not None else None
@@ -285,7 +292,11 @@ def evaluate_checkpoint(
         report["run_loggers"] = log_to_targets(targets, scalars, step)
         report["run_logger_notes"] = notes
     out = Path(out) if out is not None else config.parent / "eval"
-    path = write_eval_dir(report, out.parent, out.name, extra={"metrics.csv": _csv(scalars, step)})
+    try:
+        path = write_eval_dir(report, out.parent, out.name, extra={"metrics.csv": _csv(scalars, step)})
+    except OSError as err:  # e.g. a full disk: the directory is written whole or not at all
+        raise OSError(err.errno, f"{os.strerror(err.errno) if err.errno else err}: cannot write the evaluation to {out} (nothing was written; "
+                                 "a previous evaluation there is unchanged)") from err
     return json.loads(path.read_text()), path.parent
 
 

@@ -24,7 +24,7 @@ import yaml
 
 from neuroreg.evaluation.measurements import Measurement, flatten
 from neuroreg.evaluation.suite import default_measurements
-from neuroreg.io import atomic_write
+from neuroreg.io import atomic_write, yaml_problem
 from neuroreg.stats import t_interval
 
 _SEED_KEYS = {"seed_everything", "seed", "split_seed"}
@@ -49,13 +49,21 @@ def load_run(arg: str | Path) -> tuple[str, dict[str, Any], dict[str, Any] | Non
     report_path = next((c for c in candidates if c.is_file()), None)
     if report_path is None:
         raise ValueError(f"compare: run {arg}: expected a report file or a directory with eval/report.json or report.json")
-    report = json.loads(report_path.read_text())
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"compare: {report_path}: expected a JSON evaluation report, found unreadable content ({err})") from err
+    if not isinstance(report, dict):
+        raise ValueError(f"compare: {report_path}: expected a JSON object (an evaluation report), found {type(report).__name__}")
     if not report.get("complete"):
         raise ValueError(f"compare: {report_path}: expected \"complete\": true (a finished evaluation), found none")
     config = None
     for c in (report_path.parent / "config.yaml", report_path.parent.parent / "config.yaml"):
         if c.is_file():
-            config = yaml.safe_load(c.read_text())
+            try:
+                config = yaml.safe_load(c.read_text())
+            except yaml.YAMLError as err:
+                raise ValueError(f"compare: {c}: {yaml_problem(err)}") from err
             break
     name = report_path.parent.parent.name if report_path.parent.name == "eval" else report_path.parent.name
     return name, report, config

@@ -49,6 +49,8 @@ from typing import Any
 
 import yaml
 
+from neuroreg.io import yaml_problem
+
 #: the scales a recipe may define: embedded data on a CPU, small real recordings on a CPU, downloaded data on a GPU
 SCALES = ("mini", "real", "full")
 
@@ -361,7 +363,7 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as err:
-        raise RecipeError(f"{path}: cannot read YAML ({err})") from err
+        raise RecipeError(f"{path}: {yaml_problem(err) if isinstance(err, yaml.YAMLError) else err}") from err
     if not isinstance(raw, dict):
         _fail(path, "<top>", "a mapping with title, reference, scales", raw)
     _unknown(raw, _TOP, path, "")

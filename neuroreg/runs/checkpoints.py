@@ -5,6 +5,10 @@ every N optimizer steps; every checkpoint written during the fit also records wh
 stop was requested and how many ``metrics.csv`` rows each CSV logger had written (under
 :data:`CHECKPOINT_KEY`), so a resumed fit stops where the original would have and keeps
 exactly the rows logged up to the checkpoint (:func:`~neuroreg.runs.metrics_csv.restore_rows`).
+
+:class:`AtomicCheckpointIO` is the checkpoint writer of every ``neuroreg fit``: each
+checkpoint file (``last.ckpt``, a ``ModelCheckpoint``'s) is written whole or not at all,
+so a full disk leaves the previous file, never a truncated one.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from neuroreg.io import atomic_path
 
@@ -24,6 +29,29 @@ from .metrics_csv import read_rows
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 #: key of neuroreg's resume state inside a checkpoint
 CHECKPOINT_KEY = "neuroreg_resume"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``torch.save`` writer, through :func:`neuroreg.io.atomic_path`: the checkpoint
+    goes to a temporary file next to ``path``, is fsynced and renamed onto it.
+
+    Raises:
+        OSError: the file cannot be written (e.g. ``ENOSPC``); the message names ``path``,
+            and ``path`` is left as it was.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if "://" in str(path):  # a remote file system: its own semantics
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+def use_atomic_checkpoints(trainer: pl.Trainer) -> None:
+    """Make ``trainer`` write its checkpoints with :class:`AtomicCheckpointIO` (unless a
+    checkpoint plugin of another kind was configured)."""
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
 
 class LastCheckpoint(Checkpoint):
@@ -64,11 +92,7 @@ class LastCheckpoint(Checkpoint):
     def _save(self, trainer: pl.Trainer) -> None:
         if self.path is None or trainer.sanity_checking or trainer.fast_dev_run:
             return
-        if trainer.is_global_zero:  # written whole or not at all: a full disk leaves the previous last.ckpt
-            with atomic_path(self.path) as tmp:
-                trainer.save_checkpoint(tmp, weights_only=False)
-        else:  # the other ranks only join the collective call; rank 0 writes the file
-            trainer.save_checkpoint(self.path, weights_only=False)
+        trainer.save_checkpoint(self.path, weights_only=False)
         self._step_saved = trainer.global_step
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from neuroreg.io import atomic_write
+from neuroreg.io import atomic_write, yaml_problem
 
 from .metrics_csv import METRICS_FILE, append_row
 
@@ -235,7 +235,7 @@ def _entries_from_config(config: Path) -> tuple[list[dict[str, Any]], list[str]]
     try:
         cfg = yaml.safe_load(config.read_text())
     except (OSError, yaml.YAMLError) as err:
-        raise RunLogError(f"{config}: cannot read YAML ({err})") from err
+        raise RunLogError(f"{config}: {yaml_problem(err)}") from err
     section = (cfg or {}).get("trainer", {}).get("logger") if isinstance(cfg, dict) else None
     if section is False:
         return [], [f"{config}: the run was trained without a logger (trainer.logger: false)"]

@@ -97,7 +97,7 @@ def test_name_must_match_file(tmp_path):
 
 def test_invalid_yaml_and_unknown_name(tmp_path):
     (tmp_path / "bad.yaml").write_text("name: [unclosed")
-    with pytest.raises(ManifestError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(ManifestError, match=r"bad.yaml: line 1, column \d+: cannot read YAML"):
         load_manifest(tmp_path / "bad.yaml")
     with pytest.raises(KeyError, match="known: bad"):
         find_manifest("nothing", tmp_path)
