@@ -338,12 +338,12 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
-def print_help() -> None:
-    """``neuroreg --help``: every subcommand, one line each."""
-    print("usage: neuroreg [--debug] <subcommand> [options]   (neuroreg <subcommand> --help for its options)\n")
-    print("subcommands:")
+def print_help(file=None) -> None:
+    """``neuroreg --help``: every subcommand, one line each (to ``file``, default stdout)."""
+    print("usage: neuroreg [--debug] <subcommand> [options]   (neuroreg <subcommand> --help for its options)\n", file=file)
+    print("subcommands:", file=file)
     for name, text in SUBCOMMANDS.items():
-        print(f"  {name:9s} {text}")
+        print(f"  {name:9s} {text}", file=file)
 
 
 #: the subcommands run by the Lightning CLI
@@ -590,9 +590,13 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     argv, debug = debug_requested(argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if argv and argv[0] in ("-h", "--help"):
         print_help()
-        return 0 if argv else EXIT_BAD_INPUT
+        return 0
+    if not argv:
+        print(f"neuroreg: error: expected a subcommand, one of {', '.join([*LIGHTNING_SUBCOMMANDS, *TOOLS])}; found none "
+              "(neuroreg --help says what each does)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if not argv[0].startswith("-") and argv[0] not in (*LIGHTNING_SUBCOMMANDS, *TOOLS):
         print(f"neuroreg: error: expected a subcommand, one of {', '.join([*LIGHTNING_SUBCOMMANDS, *TOOLS])}; "
               f"found {argv[0]!r} (neuroreg --help lists them; neuroreg SUBCOMMAND --help for its options)", file=sys.stderr)

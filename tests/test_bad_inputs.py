@@ -133,7 +133,7 @@ GOOD_MANIFEST = {
                "sha256_status": "confirmed", "size": 10, "format": "npz"}],
     "license": {"id": "CC-BY-4.0", "url": "https://creativecommons.org/licenses/by/4.0/", "non_commercial": False},
     "citation": "Doe, J. (2024). Toy responses. Journal 1.",
-    "reader": {"function": "neuroreg.data.readers.arrays.read_arrays", "options": {}},
+    "reader": {"function": "neuroreg.data.readers.arrays.read_arrays", "options": {"response_unit": "spikes", "pixels_per_degree": 10.0}},
     "split": "given by tiers",
 }
 
@@ -545,23 +545,20 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
     assert "neuroreg fit: interrupted" in err
 
 
-def test_worker_logs_are_never_overwritten(tmp_path, monkeypatch):
-    """Two invocations in the same second (a rerun, or two at once) each get their own worker
-    logs; ``echo`` stands in for the worker process, so each log holds its command line."""
-    from neuroreg.repro.runner import spawn_workers
+def test_stage_logs_are_never_overwritten(tmp_path):
+    """Two invocations in the same second (a rerun, or two at once) each get their own stage
+    log, and an older run's log of the same stage is left as it was."""
+    from neuroreg.repro.launchers import new_log
 
-    monkeypatch.setattr(sys, "executable", "/bin/echo")
-    (tmp_path / "logs").mkdir()
-    (tmp_path / "logs" / "worker-1.log").write_text("an older run's log\n")
-    procs = spawn_workers(["first"], 2, tmp_path, 1) + spawn_workers(["second"], 2, tmp_path, 1)
-    for proc, log in procs:
-        proc.wait(timeout=30)
-        log.close()
-    logs = {p.name: p.read_text() for p in (tmp_path / "logs").glob("*.log")}
-    assert logs.pop("worker-1.log") == "an older run's log\n"
-    assert len(logs) == 4
-    assert sorted(text.split()[3] for text in logs.values()) == ["first", "first", "second", "second"]
-    assert all(re.fullmatch(rf"worker-[12]-\d{{8}}T\d{{6}}Z-{os.getpid()}(\.2)?\.log", name) for name in logs), logs
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "fit-a.log").write_text("an older run's log\n")
+    made = [new_log(logs, "fit-a") for _ in range(3)]
+    for i, path in enumerate(made):
+        path.write_text(f"run {i}\n")
+    assert (logs / "fit-a.log").read_text() == "an older run's log\n"
+    assert len(set(made)) == 3 and [p.read_text() for p in made] == ["run 0\n", "run 1\n", "run 2\n"]
+    assert all(re.fullmatch(rf"fit-a-\d{{8}}T\d{{6}}Z-{os.getpid()}(\.[23])?\.log", p.name) for p in made), made
 
 
 def test_a_pickle_checkpoint_would_really_run_code(tmp_path):
