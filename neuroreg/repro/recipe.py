@@ -22,7 +22,18 @@ the baseline, and the evaluation budget::
           similarity_controlled: {config: mini/similarity.yaml, controls: [shuffled, pixels]}
         baseline: baseline
         overrides: []
-        eval: {suite: quick, budget: {max_images: 256}, data: null, recording: null, layers: []}
+        eval: {suite: quick, budget: {max_images: 256}, data: null, recording: null, rdm: null, layers: []}
+
+The evaluation's brain similarity (:mod:`neuroreg.evaluation.brain`) needs ``layers``
+(backbone module paths) and a reference, at least one of:
+
+- ``recording``: a held-out NeuralRecording, either a ``.h5`` path relative to the recipe
+  folder or a data manifest, ``{manifest: cowley2023-v4-210325, options: {...}}``, converted
+  on demand (:class:`~neuroreg.data.recording_sources.ManifestRecording`; ``options`` go to
+  the manifest's reader). Its test tier gives ceiling-normalised neural predictivity.
+- ``rdm``: a representational dissimilarity matrix over its own images, an
+  :class:`~neuroreg.targets.rdm.RDMTargets` ``.h5`` path or ``{manifest: kriegeskorte2008-it92}``;
+  the evaluation adds the RSA of each layer against it.
 
 Paths are relative to the recipe's folder. An arm's config may start from others through
 its ``defaults:`` list (see :mod:`neuroreg.cli`); the recipe names the arm's own file.
@@ -54,7 +65,7 @@ SCALES = ("mini", "real", "full")
 
 _TOP = {"title", "reference", "scales"}
 _SCALE = {"description", "fetch", "arms", "baseline", "overrides", "eval"}
-_EVAL = {"suite", "budget", "data", "recording", "layers"}
+_EVAL = {"suite", "budget", "data", "recording", "rdm", "layers"}
 
 
 class RecipeError(ValueError):
@@ -78,14 +89,66 @@ class Arm:
 
 
 @dataclass(frozen=True)
+class ManifestRef:
+    """A reference data set named by its data manifest, converted on demand with ``options``
+    for the manifest's reader (see :class:`~neuroreg.data.recording_sources.ManifestRecording`)."""
+
+    manifest: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able form (a cache-key component)."""
+        return {"manifest": self.manifest, "options": self.options}
+
+
+@dataclass(frozen=True)
 class EvalSpec:
-    """How every arm is evaluated: a suite, budget overrides, optional data and recording."""
+    """How every arm is evaluated: a suite, budget overrides, optional data, and the
+    brain-similarity references (a recording, an RDM) with the layers they score."""
 
     suite: str = "quick"
     budget: dict[str, Any] = field(default_factory=dict)
     data: Path | None = None
-    recording: Path | None = None
+    recording: Path | ManifestRef | None = None
     layers: tuple[str, ...] = ()
+    rdm: Path | ManifestRef | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON-able spec: what an evaluation's content key hashes and the plan records."""
+        from .stages import config_digest
+
+        def ref(value: Path | ManifestRef | None) -> Any:
+            return value.describe() if isinstance(value, ManifestRef) else (None if value is None else str(value))
+
+        out = {"suite": self.suite, "budget": self.budget, "layers": list(self.layers),
+               "data": config_digest(self.data) if self.data else None, "recording": ref(self.recording)}
+        if self.rdm is not None:  # absent, not null, without one: evaluation keys of recipes without an RDM stay as they were
+            out["rdm"] = ref(self.rdm)
+        return out
+
+    def load_recording(self, data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike = "data/recordings"):
+        """The recording brain similarity is measured on: the ``.h5`` path as given, or the
+        manifest's recording (fetched through the manifest if missing, checksums verified,
+        converted with its reader and cached by content in ``cache_dir``); ``None`` without one."""
+        if not isinstance(self.recording, ManifestRef):
+            return self.recording
+        from neuroreg.data.recording_sources import ManifestRecording
+
+        return ManifestRecording(self.recording.manifest, data_dir=None if data_dir is None else str(data_dir),
+                                 cache_dir=str(cache_dir), options=dict(self.recording.options) or None).load()
+
+    def load_rdm(self, data_dir: str | os.PathLike | None = None):
+        """The :class:`~neuroreg.targets.rdm.RDMTargets` the RSA is measured against (read from
+        the ``.h5`` path, or from the manifest's files, fetched if missing); ``None`` without one."""
+        if self.rdm is None:
+            return None
+        from neuroreg.targets.rdm import RDMTargets
+
+        if isinstance(self.rdm, Path):
+            return RDMTargets.load(self.rdm)
+        from neuroreg.targets.rdm import rdm_from_manifest
+
+        return rdm_from_manifest(self.rdm.manifest, data_dir=None if data_dir is None else str(data_dir), **self.rdm.options)
 
     def make_budget(self):
         """The :class:`~neuroreg.evaluation.suite.Budget` of ``suite`` with ``budget`` applied."""
@@ -194,6 +257,30 @@ def _unknown(raw: dict, allowed: set[str], path: Path, where: str) -> None:
         _fail(path, f"{prefix}{extra[0]}", f"one of {sorted(allowed)}", extra[0])
 
 
+def _reference(raw: Any, path: Path, where: str, check_file: bool) -> Path | ManifestRef | None:
+    """A brain-similarity reference: ``None``, a path relative to the recipe folder, or
+    ``{manifest: NAME, options: {...}}`` naming a known data manifest."""
+    if raw is None:
+        return None
+    if isinstance(raw, str) and raw:
+        return _file(raw, path, where) if check_file else (path.parent / raw).resolve()
+    if not isinstance(raw, dict):
+        _fail(path, where, "a file path relative to the recipe folder or {manifest: NAME, options: {...}}", raw)
+    _unknown(raw, {"manifest", "options"}, path, where)
+    name, options = raw.get("manifest"), raw.get("options") or {}
+    if not isinstance(name, str) or not name:
+        _fail(path, f"{where}.manifest", "a data manifest name", name)
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        _fail(path, f"{where}.options", "a mapping of reader options", options)
+    from neuroreg.data.manifests import ManifestError, find_manifest
+
+    try:
+        find_manifest(name)
+    except (ManifestError, KeyError, FileNotFoundError) as err:
+        raise RecipeError(f"{path}: field '{where}.manifest': {err}") from err
+    return ManifestRef(name, dict(options))
+
+
 def _parse_eval(raw: Any, path: Path, where: str) -> EvalSpec:
     from neuroreg.evaluation.suite import SUITES, Budget
 
@@ -216,11 +303,12 @@ def _parse_eval(raw: Any, path: Path, where: str) -> EvalSpec:
         suite=suite,
         budget=dict(budget),
         data=None if raw.get("data") is None else _file(raw["data"], path, f"{where}.data"),
-        recording=None if raw.get("recording") is None else (path.parent / str(raw["recording"])).resolve(),
+        recording=_reference(raw.get("recording"), path, f"{where}.recording", check_file=False),
         layers=_strings(raw.get("layers"), path, f"{where}.layers"),
+        rdm=_reference(raw.get("rdm"), path, f"{where}.rdm", check_file=True),
     )
-    if bool(spec.recording) != bool(spec.layers):
-        _fail(path, f"{where}.layers", "recording and layers together (brain similarity needs both)", raw.get("layers"))
+    if bool(spec.recording or spec.rdm) != bool(spec.layers):
+        _fail(path, f"{where}.layers", "layers together with a recording or an rdm (brain similarity needs both)", raw.get("layers"))
     try:
         spec.make_budget()
     except (TypeError, ValueError) as err:

@@ -18,6 +18,15 @@ corruption accuracy; not clean accuracy) the paired difference over the seeds bo
 ran, mean ± 95 % t-interval, and one verdict word by :data:`CLAIM_RULE`.
 :func:`claims_paragraph` renders it as the text the README quotes (``claims.md``).
 
+Brain similarity (when the recipe's ``eval`` names ``layers`` and a ``recording`` and/or
+an ``rdm``, see :mod:`neuroreg.repro.recipe`) is one more column per arm: per layer, the
+ceiling-normalised neural predictivity (ridge) on the recording's held-out tier and the RSA
+against the recording, and the RSA against the RDM (``eval/brain_rdm/<layer>/rsa``, from
+the evaluation stage's ``done.json``). :func:`brain_notes` gathers what bounds each: the
+recording's split-half ceiling (median over neurons), and the RDM's noise ceiling where
+its source allows one (else the reason it has none). The claims table weighs the
+predictivity and the RDM RSA like the accuracies (:func:`brain_claim_metrics`).
+
 Files in ``OUT/report/``: ``summary.json`` (everything), ``summary.csv`` (one row per
 arm × metric, with the arm's baseline), ``summary.md`` (tables; one paired-difference
 table per baseline arm; the claims table), ``claims.csv`` (one row per claim),
@@ -150,6 +159,104 @@ def claim_metrics(names: Sequence[str], measurements: Sequence[Measurement] | No
     return [n for n in names if n not in clean and "accuracy" in n and is_headline(n, measurements)]
 
 
+#: the scalar a fitted classifier's RSA against a recipe's RDM is reported under, per layer
+RDM_RSA = "eval/brain_rdm/{layer}/rsa"
+
+
+def brain_metrics(names: Sequence[str]) -> list[str]:
+    """The brain-similarity scalars of ``names`` the report's brain table shows, in their
+    order: per layer the normalised ridge predictivity and the RSA against the recording
+    (``eval/brain/<layer>/ridge``, ``.../rsa``), and the RSA against the RDM.
+
+    >>> brain_metrics(["eval/clean_accuracy", "eval/brain/layer1/ridge", "eval/brain/layer1/pls",
+    ...                "eval/brain/layer1/rsa", "eval/brain/layer1/cka", "eval/brain_rdm/layer1/rsa"])
+    ['eval/brain/layer1/ridge', 'eval/brain/layer1/rsa', 'eval/brain_rdm/layer1/rsa']
+    """
+    return [n for n in names if (n.startswith("eval/brain/") and n.endswith(("/ridge", "/rsa")))
+            or (n.startswith("eval/brain_rdm/") and n.endswith("/rsa"))]
+
+
+def brain_claim_metrics(names: Sequence[str]) -> list[str]:
+    """The brain-similarity scalars the claims table weighs: the normalised predictivity
+    and the RSA against the RDM of each layer (:func:`brain_metrics` without the RSA
+    against the recording, which the predictivity already speaks for).
+
+    >>> brain_claim_metrics(["eval/brain/layer2/ridge", "eval/brain/layer2/rsa", "eval/brain_rdm/layer2/rsa"])
+    ['eval/brain/layer2/ridge', 'eval/brain_rdm/layer2/rsa']
+    """
+    return [n for n in brain_metrics(names) if not (n.startswith("eval/brain/") and n.endswith("/rsa"))]
+
+
+def brain_label(name: str) -> str:
+    """A brain-similarity scalar's name for tables.
+
+    >>> brain_label("eval/brain/layer2/ridge"), brain_label("eval/brain_rdm/layer2/rsa")
+    ('predictivity layer2 (ridge, / ceiling)', 'RSA vs RDM layer2')
+    """
+    parts = name.split("/")
+    if len(parts) != 4:
+        return metric_label(name)
+    _, kind, layer, key = parts
+    if kind == "brain_rdm":
+        return f"RSA vs RDM {layer}"
+    readable = {"ridge": "predictivity {} (ridge, / ceiling)", "pls": "predictivity {} (PLS, / ceiling)",
+                "rsa": "RSA vs recording {}", "cka": "CKA vs recording {}"}
+    return readable.get(key, "{} " + key).format(layer)
+
+
+def rdm_scalars(result: Mapping[str, Any] | None) -> dict[str, float]:
+    """``{RDM_RSA.format(layer): rsa}`` of an evaluation stage's ``brain_rdm`` result
+    (``{"layers": [...], "rsa": [...], ...}``); non-finite values are left out."""
+    if not result:
+        return {}
+    out = {}
+    for layer, value in zip(result["layers"], result["rsa"]):
+        if value is not None and np.isfinite(value):
+            out[RDM_RSA.format(layer=layer)] = float(value)
+    return out
+
+
+def reference_name(ref: Any) -> str | None:
+    """A plan's brain-similarity reference (``repro.json`` → ``eval.recording`` / ``eval.rdm``)
+    in words: the manifest's name, or the file's path.
+
+    >>> reference_name({"manifest": "cowley2023-v4-210325", "options": {}}), reference_name("/x/held.h5"), reference_name(None)
+    ('cowley2023-v4-210325', '/x/held.h5', None)
+    """
+    if isinstance(ref, Mapping):
+        return str(ref.get("manifest"))
+    return None if ref is None else str(ref)
+
+
+def brain_notes(reports: Sequence[Mapping[str, Any]], rdm_results: Sequence[Mapping[str, Any]],
+                recording: str | None = None) -> dict[str, Any]:
+    """What bounds the brain-similarity columns, from the evaluations' reports and RDM results
+    (``recording``: the recording's name for the notes, see :func:`reference_name`).
+
+    Returns:
+        ``{"recording": {"name", "tier", "n_images", "n_neurons", "ceiling_median"} or None,
+        "rdm": {"name", "n_images", "noise_ceiling", "noise_ceiling_note"} or None}``; the
+        recording's ceiling is the median split-half (Spearman–Brown) reliability over its
+        neurons, the one the predictivity is divided by (the same in every report: the
+        first one's is given).
+    """
+    name, recording = recording, None
+    for report in reports:
+        section = report.get("brain")
+        if section:
+            recording = {"name": name, "tier": section.get("tier"), "n_images": section.get("n_images"),
+                         "n_neurons": section.get("n_neurons"),
+                         "ceiling_median": (section.get("ridge") or {}).get("ceiling_median")}
+            break
+    rdm = None
+    for result in rdm_results:
+        if result:
+            rdm = {"name": result.get("name"), "n_images": result.get("n_images"),
+                   "noise_ceiling": result.get("noise_ceiling"), "noise_ceiling_note": result.get("noise_ceiling_note")}
+            break
+    return {"recording": recording, "rdm": rdm}
+
+
 def verdict(mean: float, ci95: float, n: int) -> str:
     """One word by :data:`CLAIM_RULE` for a paired difference ``mean ± ci95`` over ``n`` seeds.
 
@@ -204,7 +311,8 @@ def claims(
                 if not paired:
                     continue
                 mean, half = t_interval(paired)
-                rows.append({"arm": arm, "versus": versus, "role": role, "metric": n, "label": metric_label(n),
+                label = brain_label(n) if n.startswith(("eval/brain/", "eval/brain_rdm/")) else metric_label(n)
+                rows.append({"arm": arm, "versus": versus, "role": role, "metric": n, "label": label,
                              "mean": mean, "ci95": half, "n": len(paired), "verdict": verdict(mean, half, len(paired))})
     return rows
 
@@ -302,18 +410,24 @@ def summarize(plan: dict[str, Any]) -> dict[str, Any]:
     per_arm: OrderedDict[str, dict[int, dict[str, float]]] = OrderedDict((a, {}) for a in plan["arms"])
     reports: OrderedDict[str, list[str]] = OrderedDict((a, []) for a in plan["arms"])
     failed: OrderedDict[str, list[dict[str, Any]]] = OrderedDict((a, []) for a in plan["arms"])
+    loaded, rdm_results = [], []
     for st in plan["stages"]:
         if st["kind"] != "eval":
             continue
         done = Path(st["folder"]) / "done.json"
         if not done.is_file():
             raise FileNotFoundError(f"{done}: the evaluation '{st['name']}' has not finished")
-        report_path = json.loads(done.read_text())["report"]
+        result = json.loads(done.read_text())
+        report_path = result["report"]
         report = json.loads(Path(report_path).read_text())
-        per_arm[st["arm"]][st["seed"]] = metrics(report)
+        per_arm[st["arm"]][st["seed"]] = {**metrics(report), **rdm_scalars(result.get("brain_rdm"))}
         reports[st["arm"]].append(report_path)
         failed[st["arm"]] += failed_checks(report, st["seed"])
-    return summary_of(plan, per_arm, reports, failed)
+        loaded.append(report)
+        rdm_results.append(result.get("brain_rdm"))
+    summary = summary_of(plan, per_arm, reports, failed)
+    summary["brain"] = brain_notes(loaded, rdm_results, reference_name((plan.get("eval") or {}).get("recording")))
+    return summary
 
 
 def summary_of(
@@ -335,7 +449,7 @@ def summary_of(
     for arm, entry in arms.items():
         entry.update({"reports": list(reports[arm]), "sanity_failed": list(failed[arm]), "controls": controls[arm]})
     claims_ = {"recipe": plan["recipe"], "title": plan["title"], "scale": plan["scale"], "seeds": plan["seeds"],
-               "rule": CLAIM_RULE, "rows": claims(per_arm, baselines, controls, claim_metrics(names))}
+               "rule": CLAIM_RULE, "rows": claims(per_arm, baselines, controls, claim_metrics(names) + brain_claim_metrics(names))}
     return {"recipe": plan["recipe"], "title": plan["title"], "scale": plan["scale"], "baseline": plan["baseline"],
             "seeds": plan["seeds"], "metrics": names, "arms": arms, "claims": claims_}
 
@@ -380,6 +494,7 @@ def tables(summary: dict[str, Any]) -> str:
         md.append("| metric | " + " | ".join(others) + " |\n|---|" + "---|" * len(others) + "\n")
         for n in rows:
             md.append(f"| {metric_label(n)} | " + " | ".join(mean_ci_cell(summary["arms"][a]["metrics"].get(n), "diff_vs_baseline") for a in others) + " |\n")
+    md.append(brain_table(summary))
     if "claims" in summary:
         md.append(claims_table(summary["claims"]))
     md.append("\nSanity checks of the evaluations (`report.json` → `sanity`): ")
@@ -391,6 +506,38 @@ def tables(summary: dict[str, Any]) -> str:
         md.append("| arm | seed | check | detail |\n|---|---|---|---|\n")
         for a, f in failures:
             md.append(f"| {a} | {f['seed']} | {f['check']} | {f['detail']} |\n")
+    return "".join(md)
+
+
+def brain_table(summary: Mapping[str, Any]) -> str:
+    """Markdown: brain similarity per arm (mean ± 95 % CI over seeds) with what bounds each
+    measure (:func:`brain_notes`); empty when the evaluation measured none."""
+    rows = brain_metrics(summary["metrics"])
+    notes = summary.get("brain") or {}
+    if not rows:
+        return ""
+    arms = list(summary["arms"])
+    md = ["\n## Brain similarity\n\n"]
+    rec, rdm = notes.get("recording"), notes.get("rdm")
+    if rec:
+        ceiling = rec.get("ceiling_median")
+        ceiling = "not defined (fewer than 2 repeats)" if ceiling is None or not np.isfinite(ceiling) else f"{ceiling:.3f}"
+        md.append(f"Predictivity: cross-validated ridge from the layer to each neuron of the recording "
+                  f"`{rec.get('name')}` (tier {rec.get('tier')}: {rec.get('n_images')} images, {rec.get('n_neurons')} neurons), "
+                  f"Pearson r divided by the neuron's split-half (Spearman–Brown) ceiling, median over neurons; "
+                  f"median ceiling {ceiling}. RSA vs recording: Spearman correlation of the layer's and the recording's "
+                  f"RDMs on those images.\n")
+    if rdm:
+        bound = rdm.get("noise_ceiling")
+        if bound is not None and np.isfinite(bound):
+            bound_text = f"its noise ceiling is {bound:.3f}"
+        else:
+            bound_text = f"no noise ceiling: {rdm.get('noise_ceiling_note') or 'the data do not allow one'}"
+        md.append(f"RSA vs RDM: Spearman correlation of the layer's RDM with `{rdm.get('name')}` over its "
+                  f"{rdm.get('n_images')} images; {bound_text}.\n")
+    md.append("\n| measure | " + " | ".join(arms) + " |\n|---|" + "---|" * len(arms) + "\n")
+    for n in rows:
+        md.append(f"| {brain_label(n)} | " + " | ".join(mean_ci_cell(summary["arms"][a]["metrics"].get(n)) for a in arms) + " |\n")
     return "".join(md)
 
 

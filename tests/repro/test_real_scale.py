@@ -1,0 +1,190 @@
+"""The ``real`` scale of the recipes: brain-similarity references in a recipe's ``eval``
+(a recording file or a data manifest, an RDM), the report's brain-similarity columns and
+claims, and the neural-batch pixel control."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from neuroreg.repro.recipe import EvalSpec, ManifestRef, RecipeError, load_recipe
+
+ROOT = Path(__file__).resolve().parents[2]
+
+BASE = """
+seed_everything: 0
+trainer: {accelerator: cpu, devices: 1, max_epochs: 1, limit_train_batches: 2, limit_val_batches: 1}
+model:
+  class_path: neuroreg.models.classifier.RegularizedClassifier
+  init_args:
+    backbone:
+      class_path: neuroreg.models.backbones.SmallResNet
+      init_args: {in_channels: 1, widths: [8, 16]}
+    mean: [0.3]
+    std: [0.32]
+data:
+  class_path: neuroreg.data.datamodules.RegularizedDataModule
+  init_args:
+    images:
+      class_path: neuroreg.data.images.Digits
+      init_args: {size: 16, split_seed: 0}
+    batch_size: 64
+"""
+
+
+def _recipe(tmp_path: Path, eval_section: dict) -> Path:
+    d = tmp_path / "tiny"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "baseline.yaml").write_text(BASE)
+    raw = {"title": "tiny", "reference": "none",
+           "scales": {"real": {"description": "t", "arms": {"baseline": "baseline.yaml"}, "baseline": "baseline", "eval": eval_section}}}
+    (d / "recipe.yaml").write_text(yaml.safe_dump(raw))
+    return d
+
+
+def test_eval_references_parse(tmp_path):
+    d = _recipe(tmp_path, {"recording": {"manifest": "cadena2019", "options": {"image_size": 32}}, "layers": ["layer1"]})
+    spec = load_recipe(d).scale("real").eval
+    assert spec.recording == ManifestRef("cadena2019", {"image_size": 32}) and spec.rdm is None
+    assert spec.describe()["recording"] == {"manifest": "cadena2019", "options": {"image_size": 32}}
+    assert "rdm" not in spec.describe()  # absent, so evaluation keys of recipes without an RDM do not change
+    # a path stays a path (relative to the recipe folder), as before
+    d = _recipe(tmp_path, {"recording": "held.h5", "layers": ["layer1"]})
+    assert load_recipe(d).scale("real").eval.recording == (d / "held.h5").resolve()
+    (d / "it.h5").write_bytes(b"")
+    d = _recipe(tmp_path, {"rdm": "it.h5", "layers": ["layer1"]})
+    spec = load_recipe(d).scale("real").eval
+    assert spec.rdm == (d / "it.h5").resolve() and spec.recording is None and spec.describe()["rdm"] == str(spec.rdm)
+
+
+@pytest.mark.parametrize("eval_section, match", [
+    ({"recording": {"manifest": "no-such-set"}, "layers": ["layer1"]}, r"field 'scales.real.eval.recording.manifest': .*no data set named 'no-such-set'"),
+    ({"recording": {"manifest": "cadena2019", "options": [1]}, "layers": ["layer1"]}, r"field 'scales.real.eval.recording.options': expected a mapping"),
+    ({"recording": {"manifest": "cadena2019", "tier": "test"}, "layers": ["layer1"]}, r"field 'scales.real.eval.recording.tier': expected one of \['manifest', 'options'\]"),
+    ({"recording": 3, "layers": ["layer1"]}, r"field 'scales.real.eval.recording': expected a file path .* or \{manifest"),
+    ({"rdm": "missing.h5", "layers": ["layer1"]}, r"field 'scales.real.eval.rdm': file not found: .*missing.h5"),
+    ({"layers": ["layer1"]}, r"field 'scales.real.eval.layers': expected layers together with a recording or an rdm"),
+    ({"rdm": {"manifest": "cadena2019"}}, r"field 'scales.real.eval.layers': expected layers together with a recording or an rdm"),
+])
+def test_eval_reference_errors_name_the_field(tmp_path, eval_section, match):
+    d = _recipe(tmp_path, eval_section)
+    with pytest.raises(RecipeError, match=match):
+        load_recipe(d)
+
+
+def test_eval_keys_follow_the_references(tmp_path):
+    from neuroreg.repro.runner import plan
+
+    keys = {}
+    for name, section in {"none": {}, "path": {"recording": "held.h5", "layers": ["layer1"]},
+                          "manifest": {"recording": {"manifest": "cadena2019"}, "layers": ["layer1"]},
+                          "options": {"recording": {"manifest": "cadena2019", "options": {"image_size": 32}}, "layers": ["layer1"]}}.items():
+        d = _recipe(tmp_path / name, section)
+        recipe = load_recipe(d)
+        stages = plan(recipe, recipe.scale("real"), [0], tmp_path / name / "out", progress=False)
+        keys[name] = next(s.key for s in stages if s.kind == "eval")
+        fit_key = next(s.key for s in stages if s.kind == "fit")
+        keys.setdefault("fits", set()).add(fit_key)
+    assert len(keys.pop("fits")) == 1  # the fit does not depend on how it is evaluated
+    assert len(set(keys.values())) == 4
+
+
+def _brain_section(score: float, rsa: float) -> dict:
+    return {"layers": ["layer1", "layer2"], "tier": "test", "n_images": 128, "n_neurons": 50,
+            "ridge": {"score": [score, score + 0.1], "raw_median_r": [score / 2, score / 2], "ceiling_median": 0.77},
+            "pls": {"score": [None, score], "raw_median_r": [0.1, 0.1], "ceiling_median": 0.77},
+            "rsa": [rsa, rsa], "cka": [0.3, 0.3]}
+
+
+def test_report_brain_columns_and_claims(tmp_path):
+    from neuroreg.repro.report import brain_table, claims_paragraph, summarize, tables
+
+    # predictivity of layer1 per (arm, seed); the RDM RSA of layer2
+    ridge = {("baseline", 0): 0.30, ("baseline", 1): 0.32, ("baseline", 2): 0.28,
+             ("sim", 0): 0.40, ("sim", 1): 0.43, ("sim", 2): 0.41,
+             ("shuffled", 0): 0.39, ("shuffled", 1): 0.45, ("shuffled", 2): 0.37}
+    it = {("baseline", s): 0.10 + 0.01 * s for s in range(3)} | {("sim", s): 0.05 + 0.01 * s for s in range(3)} | {
+        ("shuffled", s): 0.20 - 0.03 * s for s in range(3)}
+    stages = []
+    for (arm, seed), score in ridge.items():
+        folder = tmp_path / f"{arm}{seed}"
+        folder.mkdir()
+        report = {"clean_accuracy": 0.9, "brain": _brain_section(score, 0.2), "complete": True}
+        (folder / "report.json").write_text(json.dumps(report))
+        rdm = {"name": "mIT_674neurons", "layers": ["layer1", "layer2"], "rsa": [float("nan"), it[(arm, seed)]], "n_images": 92,
+               "noise_ceiling": None, "noise_ceiling_note": "the source holds the RDM only, no repeated measurements"}
+        (folder / "done.json").write_text(json.dumps({"report": str(folder / "report.json"), "brain_rdm": rdm}))
+        stages.append({"kind": "eval", "name": f"eval {arm} seed {seed}", "folder": str(folder), "arm": arm, "seed": seed})
+    arms = {"baseline": {"baseline": None, "controls": []}, "sim": {"baseline": "baseline", "controls": ["shuffled"]},
+            "shuffled": {"baseline": "baseline", "controls": []}}
+    plan_json = {"recipe": "t", "title": "T", "scale": "real", "baseline": "baseline", "arms": arms, "seeds": [0, 1, 2],
+                 "eval": {"recording": {"manifest": "cowley2023-v4-210325", "options": {}}, "layers": ["layer1", "layer2"]},
+                 "stages": stages}
+    summary = summarize(plan_json)
+    m = summary["arms"]["sim"]["metrics"]
+    assert m["eval/brain/layer1/ridge"]["mean"] == pytest.approx(np.mean([0.40, 0.43, 0.41]))
+    assert m["eval/brain_rdm/layer2/rsa"]["values"] == pytest.approx([0.05, 0.06, 0.07])
+    assert "eval/brain_rdm/layer1/rsa" not in m  # a NaN RSA is left out, not averaged
+    assert summary["brain"]["recording"] == {"name": "cowley2023-v4-210325", "tier": "test", "n_images": 128, "n_neurons": 50,
+                                             "ceiling_median": 0.77}
+    assert summary["brain"]["rdm"]["noise_ceiling"] is None
+    table = brain_table(summary)
+    assert "median ceiling 0.770" in table and "`cowley2023-v4-210325` (tier test: 128 images, 50 neurons)" in table
+    assert "no noise ceiling: the source holds the RDM only" in table
+    assert "| predictivity layer1 (ridge, / ceiling) | 0.300 ± " in table and "| RSA vs RDM layer2 |" in table
+    assert "## Brain similarity" in tables(summary)
+    rows = {(r["arm"], r["versus"], r["metric"]): r for r in summary["claims"]["rows"]}
+    up = rows[("sim", "baseline", "eval/brain/layer1/ridge")]
+    d = np.array([0.10, 0.11, 0.13])
+    assert up["mean"] == pytest.approx(d.mean()) and up["ci95"] == pytest.approx(4.30265273 * d.std(ddof=1) / np.sqrt(3), rel=1e-6)
+    assert up["verdict"] == "gain" and up["label"] == "predictivity layer1 (ridge, / ceiling)"
+    assert rows[("sim", "baseline", "eval/brain_rdm/layer2/rsa")]["verdict"] == "loss"  # -0.05 every seed
+    assert rows[("sim", "shuffled", "eval/brain/layer1/ridge")]["verdict"] == "no evidence"
+    assert ("sim", "baseline", "eval/brain/layer1/rsa") not in rows  # the RSA vs the recording is shown, not claimed
+    assert "predictivity layer1 (ridge, / ceiling) +0.113 ± " in claims_paragraph(summary["claims"])
+    # without brain similarity the report has no such section
+    for st in stages:
+        folder = Path(st["folder"])
+        report = json.loads((folder / "report.json").read_text())
+        report.pop("brain")
+        (folder / "report.json").write_text(json.dumps(report))
+        (folder / "done.json").write_text(json.dumps({"report": str(folder / "report.json")}))
+    plain = summarize({**plan_json, "eval": {}})
+    assert plain["brain"] == {"recording": None, "rdm": None} and brain_table(plain) == ""
+    assert "Brain similarity" not in tables(plain)
+
+
+def test_pixel_responses_replace_a_sources_responses_by_its_pixels():
+    from neuroreg.targets.base import NeuralBatchSource
+    from neuroreg.targets.controls import PixelResponses
+
+    class Source(NeuralBatchSource):
+        num_neurons = 5
+
+        def load(self):
+            rng = np.random.default_rng(0)
+            return rng.random((6, 3, 8, 8)).astype(np.float32), rng.random((6, 5)).astype(np.float32)
+
+    src = Source()
+    control = PixelResponses(src, channels=1, size=2)
+    assert control.num_neurons == 4
+    stimuli, responses = control.load()
+    expected_stimuli, _ = src.load()
+    np.testing.assert_array_equal(stimuli, expected_stimuli)
+    from neuroreg.imageops import to_grayscale
+
+    grey = to_grayscale(torch.from_numpy(expected_stimuli))[:, 0].numpy()
+    top_left = grey[:, :4, :4].mean(axis=(1, 2))
+    assert responses.shape == (6, 4) and responses.dtype == np.float32
+    np.testing.assert_allclose(responses[:, 0], top_left, rtol=1e-5)
+    assert PixelResponses(src, channels=3, size=1).load()[1].shape == (6, 3)
+    with pytest.raises(ValueError, match="PixelResponses: 'channels', 'size': expected 1 or 3 and >= 1, found 2, 8"):
+        PixelResponses(src, channels=2)
+
+
+def test_evalspec_without_references_loads_nothing():
+    spec = EvalSpec()
+    assert spec.load_recording() is None and spec.load_rdm() is None
