@@ -25,11 +25,13 @@ from .fetch import (
     verify,
 )
 from .manifests import Manifest, ManifestError, find_manifest, load_manifests
+from .recording import NeuralRecording
 
 
 def _parser() -> argparse.ArgumentParser:
     data_help = "download folder (default: $NEUROREG_DATA_DIR or data/)"
     manifests_help = "manifest folder (default: data_manifests/)"
+    mirror_help = "download from <URL>/<path of the manifest URL> (default: $NEUROREG_DATA_MIRROR)"
     p = argparse.ArgumentParser(prog="neuroreg data", description="Public data sets: list, fetch, verify, convert.")
     p.add_argument("--data-dir", default=None, help=data_help)
     p.add_argument("--manifests", default=None, help=manifests_help)
@@ -45,12 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("fetch", help="download and verify a data set", parents=[common])
     s.add_argument("name")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--mirror", default=None, help=mirror_help)
     s = sub.add_parser("convert", help="convert a fetched data set to a NeuralRecording .h5", parents=[common])
     s.add_argument("name")
     s.add_argument("--out", required=True, help="output .h5 file (written atomically)")
     s.add_argument("--trust-pickle", action="store_true", help="unpickle even without a confirmed sha256 (runs code!)")
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="override a reader option (YAML value)")
     s.add_argument("--fetch", action="store_true", help="fetch missing files first")
+    s.add_argument("--mirror", default=None, help=mirror_help)
     return p
 
 
@@ -58,7 +62,7 @@ def _list(manifests: dict[str, Manifest]) -> int:
     width = max((len(n) for n in manifests), default=4)
     for m in manifests.values():
         nc = " [non-commercial]" if m.non_commercial else ""
-        sure = "" if all(f.sha256 for f in m.files) else " (sha256 unconfirmed)"
+        sure = {"confirmed": " (confirmed)", "unconfirmed": " (sha256 unconfirmed)"}.get(m.checksum_status, f" ({m.checksum_status})")
         print(f"{m.name:<{width}}  {m.kind:<6}  {m.species:<7}  {m.area:<10}  {m.title}{nc}{sure}")
     return 0
 
@@ -74,7 +78,9 @@ def _info(m: Manifest, data_dir) -> int:
         size = f"{f.size} bytes" if f.size else "size unknown"
         sha = f.sha256 or "UNCONFIRMED" + (f" (published md5 {f.md5})" if f.md5 else "") + (f" (published sha1 {f.sha1})" if f.sha1 else "")
         here = "fetched" if local_path(m, f, data_dir).is_file() else "not fetched"
-        print(f"  {f.name}  [{f.format}, {size}, {here}]\n    url:    {f.url}\n    sha256: {sha}")
+        print(f"  {f.name}  [{f.format}, {size}, {here}{', optional' if f.optional else ''}]\n    url:    {f.url}\n    sha256: {sha}")
+        if f.git_blob:
+            print(f"    git blob id: {f.git_blob}")
         if f.note:
             print(f"    note:   {f.note}")
     print(f"data dir:  {resolve_data_dir(data_dir) / m.name}")
@@ -84,7 +90,9 @@ def _info(m: Manifest, data_dir) -> int:
 def _print_verifications(results) -> int:
     bad = 0
     for v in results:
-        if v.status == "missing":
+        if v.status == "missing" and v.file.optional:
+            print(f"SKIPPED   {v.path} (optional, not fetched)")
+        elif v.status == "missing":
             bad += 1
             print(f"MISSING   {v.path}")
         else:
@@ -115,11 +123,11 @@ def convert(m: Manifest, out, data_dir=None, *, trust_pickle: bool = False, opti
     """
     reader = m.reader()  # an image set has none: say so before looking at files
     results = verify(m, data_dir)
-    missing = [str(v.path) for v in results if v.status == "missing"]
+    missing = [str(v.path) for v in results if v.status == "missing" and not v.file.optional]
     if missing:
         raise FileNotFoundError(f"{m.name}: not fetched yet: {', '.join(missing)}; run `neuroreg data fetch {m.name}`")
     kwargs = {**m.reader_options, **(options or {})}
-    kwargs.update({v.file.role: v.path for v in results})
+    kwargs.update({v.file.role: v.path for v in results if v.status != "missing"})
     params = inspect.signature(reader).parameters
     if "trust_pickle" in params:
         kwargs["trust_pickle"] = trust_pickle
@@ -130,10 +138,11 @@ def convert(m: Manifest, out, data_dir=None, *, trust_pickle: bool = False, opti
     unknown = sorted(set(kwargs) - set(params))
     if unknown and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
         raise ManifestError(f"{m.path}: field 'reader.options': {m.reader_function} has no arguments {unknown}")
-    recording = reader(**kwargs)
-    recording = dataclasses.replace(
-        recording, source=f"{m.name}:{recording.source}", citation=m.citation.strip(), license=m.license_id
-    )
+    recording = reader(**kwargs)  # a NeuralRecording, or another type with .save(path) (e.g. an RDM)
+    stamp = {"source": f"{m.name}:{getattr(recording, 'source', '')}", "citation": m.citation.strip(), "license": m.license_id}
+    if dataclasses.is_dataclass(recording):
+        names = {f.name for f in dataclasses.fields(recording)}
+        recording = dataclasses.replace(recording, **{k: v for k, v in stamp.items() if k in names})
     recording.save(out)
     return recording
 
@@ -150,18 +159,18 @@ def main(argv: list[str]) -> int:
         if args.command == "fetch":
             with warnings.catch_warnings():
                 warnings.simplefilter("always")
-                results = fetch(m, args.data_dir, progressbar=not args.no_progress)
+                results = fetch(m, args.data_dir, progressbar=not args.no_progress, mirror=args.mirror)
             return _print_verifications(results)
         if args.command == "verify":
             return _print_verifications(verify(m, args.data_dir))
         if args.command == "convert":
             if args.fetch:
-                fetch(m, args.data_dir, progressbar=True)
+                fetch(m, args.data_dir, progressbar=True, mirror=args.mirror)
             rec = convert(m, args.out, args.data_dir, trust_pickle=args.trust_pickle, options=_parse_options(args.option))
-            print(
-                f"wrote {args.out}: {rec.n_images} images, {rec.n_trials} trials, {rec.n_neurons} neurons, "
-                f"tiers {rec.tiers}"
-            )
+            if isinstance(rec, NeuralRecording):
+                print(f"wrote {args.out}: {rec.n_images} images, {rec.n_trials} trials, {rec.n_neurons} neurons, tiers {rec.tiers}")
+            else:
+                print(f"wrote {args.out}: {type(rec).__name__}")
             return 0
     except (KeyError, OSError, ManifestError, ChecksumError, FetchError, ValueError, ImportError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

@@ -3,15 +3,26 @@
 Files land in ``<data_dir>/<data set name>/<file name>``. The data directory is the
 ``data_dir`` argument, else ``$NEUROREG_DATA_DIR``, else ``data/``.
 
-Every file is hashed before anything reads it: against the manifest's sha256 when it
-is confirmed, else against a published md5/sha1, else (unconfirmed) the sha256 seen is
-recorded in ``<data_dir>/checksums.lock.json`` with a warning, and later verifications
-compare against that record. A file whose hash does not match is moved aside to
-``<name>.mismatch-<first 12 hex>`` (never read) and :class:`ChecksumError` names both
-hashes.
+Every file is hashed before anything reads it. Order of authority: the manifest's
+sha256 when it is confirmed; else a published md5 / sha1 / git blob id (the sha256 seen
+is then recorded in ``<data_dir>/checksums.lock.json``, with a warning, the first
+time); else the sha256 recorded in the lock file; with nothing at all (unconfirmed),
+the sha256 seen is recorded with a warning and later verifications compare against
+that record. A file whose hash (or size) does not match is moved aside to
+``<name>.mismatch-<first 12 hex of its sha256>`` (never read) and
+:class:`ChecksumError` names the file, the expected and the found hash.
 
 Transfers are resumable: bytes arrive in ``<name>.part`` and an interrupted download
 continues from there with an HTTP ``Range`` request.
+
+Mirrors: with ``mirror="http://host:port/base"`` (or ``$NEUROREG_DATA_MIRROR``; the
+``--mirror`` option of ``neuroreg data fetch`` and ``convert --fetch``) a file is
+downloaded from ``<mirror>/<path of the manifest URL>`` instead: the scheme and host
+are replaced, the path is kept. ``https://github.com/cowleygroup/V4_compact_models/raw/
+<commit>/data_V4_responses/...`` thus becomes ``<mirror>/cowleygroup/V4_compact_models/
+raw/<commit>/data_V4_responses/...``, so any static file server holding the files under
+those paths stands in for the source. The checksums are those of the manifest either way.
+A file marked ``optional`` that the server answers with 404 is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -21,21 +32,31 @@ import json
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from neuroreg.io import atomic_write, file_hash
+from neuroreg.io import atomic_write, file_hash, git_blob_id
 
 from .manifests import Manifest, ManifestFile
 
 LOCK_NAME = "checksums.lock.json"
+MIRROR_ENV = "NEUROREG_DATA_MIRROR"
 _BLOCK = 1 << 20
 
 
 class FetchError(RuntimeError):
-    """A download failed (network, HTTP status, truncated transfer)."""
+    """A download failed (network, HTTP status, truncated transfer).
+
+    Attributes:
+        http_status: the HTTP status code that failed it, ``None`` for other failures.
+    """
+
+    def __init__(self, message: str, http_status: int | None = None):
+        super().__init__(message)
+        self.http_status = http_status
 
 
 class ChecksumError(ValueError):
@@ -43,7 +64,34 @@ class ChecksumError(ValueError):
 
 
 class UnconfirmedChecksumWarning(UserWarning):
-    """A file was accepted without a published checksum; the one seen was recorded."""
+    """A file was accepted without a confirmed sha256; the one seen was recorded."""
+
+
+class OptionalFileSkipped(UserWarning):
+    """An optional file of a manifest was not found at its URL (HTTP 404) and was skipped."""
+
+
+def mirror_url(url: str, mirror: str | None = None) -> str:
+    """``url`` with its scheme and host replaced by ``mirror`` (else ``$NEUROREG_DATA_MIRROR``).
+
+    Example:
+        >>> mirror_url("https://github.com/o/r/raw/abc/x.npy", "http://127.0.0.1:8000/m/")
+        'http://127.0.0.1:8000/m/o/r/raw/abc/x.npy'
+        >>> mirror_url("https://github.com/o/r/raw/abc/x.npy", "")
+        'https://github.com/o/r/raw/abc/x.npy'
+
+    Raises:
+        ValueError: the mirror is not an http(s) URL (names where it came from).
+    """
+    base = mirror if mirror is not None else os.environ.get(MIRROR_ENV, "")
+    if not base:
+        return url
+    parts = urllib.parse.urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        where = "mirror" if mirror is not None else f"${MIRROR_ENV}"
+        raise ValueError(f"{where}: expected a base URL such as http://host:port/path, found {base!r}")
+    source = urllib.parse.urlsplit(url)
+    return base.rstrip("/") + source.path + (f"?{source.query}" if source.query else "")
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -94,7 +142,7 @@ def _resumable_downloader(part: Path, progressbar: bool, timeout: float = 60.0):
             if err.code == 416 and offset:  # already complete
                 response = None
             else:
-                raise FetchError(f"{url}: HTTP {err.code} {err.reason}") from err
+                raise FetchError(f"{url}: HTTP {err.code} {err.reason}", http_status=err.code) from err
         except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
             raise FetchError(f"{url}: cannot connect ({err})") from err
         if response is not None:
@@ -158,8 +206,8 @@ def verify_file(
 ) -> Verification:
     """Hash a local file and compare it with what is known about it.
 
-    Order of authority: the manifest's confirmed sha256, then a published md5 / sha1,
-    then the sha256 recorded in the lock file. With nothing to compare against the
+    Order of authority: the manifest's confirmed sha256, then a published md5 / sha1 /
+    git blob id, then the sha256 recorded in the lock file. With nothing to compare against the
     sha256 seen is recorded (``record=True``) and an
     :class:`UnconfirmedChecksumWarning` is issued.
 
@@ -189,6 +237,8 @@ def verify_file(
             candidates.append(("md5", file.md5, file_hash(path, "md5")))
         if file.sha1 is not None:
             candidates.append(("sha1", file.sha1, file_hash(path, "sha1")))
+        if file.git_blob is not None:
+            candidates.append(("git blob id", file.git_blob, git_blob_id(path)))
     lock = read_lock(data_dir)
     if not candidates and key in lock:
         candidates.append(("sha256 (recorded in checksums.lock.json)", lock[key]["sha256"], seen))
@@ -239,8 +289,12 @@ def fetch_file(
     data_dir: str | os.PathLike | None = None,
     *,
     progressbar: bool = True,
+    mirror: str | None = None,
 ) -> Verification:
     """Download ``file`` (resuming a partial transfer) unless present, then verify it.
+
+    ``mirror`` (else ``$NEUROREG_DATA_MIRROR``) replaces the URL's scheme and host
+    (:func:`mirror_url`).
 
     Returns:
         The :class:`Verification` of the file on disk.
@@ -251,6 +305,7 @@ def fetch_file(
     """
     import pooch
 
+    url = mirror_url(file.url, mirror)
     folder = dataset_dir(manifest, data_dir)
     folder.mkdir(parents=True, exist_ok=True)
     part = folder / f"{file.name}.part"
@@ -259,7 +314,7 @@ def fetch_file(
     logger.setLevel("WARNING")  # pooch's "use this known_hash" hint does not apply: we verify below
     try:
         pooch.retrieve(
-            url=file.url,
+            url=url,
             known_hash=None,  # verified below, with the file moved aside on mismatch
             fname=file.name,
             path=folder,
@@ -272,11 +327,29 @@ def fetch_file(
 
 
 def fetch(
-    manifest: Manifest, data_dir: str | os.PathLike | None = None, *, progressbar: bool = True, echo=print
+    manifest: Manifest,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    progressbar: bool = True,
+    echo=print,
+    mirror: str | None = None,
 ) -> list[Verification]:
-    """Print the license notice, then fetch and verify every file of ``manifest``."""
+    """Print the license notice, then fetch and verify every file of ``manifest``.
+
+    An optional file whose URL answers 404 is skipped (:class:`OptionalFileSkipped`
+    warning; its verification says ``missing``); any other failure raises.
+    """
     echo(license_notice(manifest))
-    return [fetch_file(manifest, f, data_dir, progressbar=progressbar) for f in manifest.files]
+    results = []
+    for f in manifest.files:
+        try:
+            results.append(fetch_file(manifest, f, data_dir, progressbar=progressbar, mirror=mirror))
+        except FetchError as err:
+            if not (f.optional and err.http_status == 404):
+                raise
+            warnings.warn(f"{manifest.path}: optional file '{f.name}' skipped: {err}", OptionalFileSkipped, stacklevel=2)
+            results.append(Verification(f, local_path(manifest, f, data_dir), "missing"))
+    return results
 
 
 def verify(manifest: Manifest, data_dir: str | os.PathLike | None = None) -> list[Verification]:

@@ -16,7 +16,9 @@ Schema (every key is checked by :func:`load_manifest`)::
         sha256_status: confirmed | unconfirmed
         md5: 32 hex digits               # optional, published by the source
         sha1: 40 hex digits              # optional, published by the source
+        git_blob: 40 hex digits          # optional, git blob id at the source's commit (see below)
         size: bytes | null
+        optional: true                   # optional (default false): the reader works without it
         format: sensorium-zip | static-hdf5 | pickle | zip | nwb1 | nwb2 | netcdf4 | csv | tar.gz | npz
         note: free text                  # optional
     license: {id: CC-BY-NC-ND-4.0, url: ..., non_commercial: true | false | null (unconfirmed)}
@@ -27,7 +29,15 @@ Schema (every key is checked by :func:`load_manifest`)::
     split: free text describing the split convention
 
 ``sha256: null`` must come with ``sha256_status: unconfirmed``: fetching such a file
-records the checksum it saw (see :mod:`neuroreg.data.fetch`) and warns.
+checks it against a published md5 / sha1 / git blob id when there is one, records the
+sha256 it saw (see :mod:`neuroreg.data.fetch`) and warns. ``git_blob`` is what a git host
+knows of every file of a repository: ``sha1(b"blob <size>\0" + bytes)``
+(:func:`neuroreg.io.git_blob_id`), so a file taken from a pinned commit can be verified
+even where nobody published its sha256.
+
+A file marked ``optional: true`` may be missing: ``convert`` leaves its reader argument
+out, and ``fetch`` skips it (with a warning) when its URL answers 404 (e.g. a mirror that
+holds only part of a data set).
 """
 
 from __future__ import annotations
@@ -61,9 +71,11 @@ FORMATS = (
 )
 SHA256_STATUS = ("confirmed", "unconfirmed")
 READER_PREFIX = "neuroreg.data.readers."
-_HEX = {"sha256": 64, "md5": 32, "sha1": 40}
+_HEX = {"sha256": 64, "md5": 32, "sha1": 40, "git_blob": 40}
 _TOP_KEYS = {"name", "title", "kind", "species", "area", "modality", "files", "license", "citation", "reader", "split"}
-_FILE_KEYS = {"name", "role", "url", "sha256", "sha256_status", "md5", "sha1", "size", "format", "note"}
+_FILE_KEYS = {
+    "name", "role", "url", "sha256", "sha256_status", "md5", "sha1", "git_blob", "size", "format", "note", "optional",
+}
 
 
 class ManifestError(ValueError):
@@ -81,9 +93,11 @@ class ManifestFile:
         sha256: expected sha256 (hex) or ``None`` when unconfirmed.
         sha256_status: ``"confirmed"`` or ``"unconfirmed"``.
         md5, sha1: hashes published by the source (hex) or ``None``.
+        git_blob: git blob id of the file at the source's commit (hex) or ``None``.
         size: expected size in bytes or ``None``.
         format: file format tag (see ``FORMATS``).
         note: free text.
+        optional: the reader works without this file (it may be missing).
     """
 
     name: str
@@ -96,6 +110,8 @@ class ManifestFile:
     sha1: str | None = None
     size: int | None = None
     note: str = ""
+    git_blob: str | None = None
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,6 +147,17 @@ class Manifest:
         if not callable(func):
             raise ManifestError(f"{self.path}: field 'reader.function': {module_name!r} has no function {func_name!r}")
         return func
+
+    @property
+    def checksum_status(self) -> str:
+        """How the files are verified: ``"confirmed"`` (every file has a confirmed sha256),
+        ``"verified by git blob id"`` (the others have a git blob id) or ``"unconfirmed"``."""
+        rest = [f for f in self.files if f.sha256 is None]
+        if not rest:
+            return "confirmed"
+        if all(f.git_blob for f in rest):
+            return "verified by git blob id"
+        return "unconfirmed"
 
     def file(self, name: str) -> ManifestFile:
         for f in self.files:
@@ -194,6 +221,9 @@ def _parse_file(raw, path, i: int) -> ManifestFile:
     note = raw.get("note", "") or ""
     if not isinstance(note, str):
         _fail(path, where + "note", "a string", note)
+    optional = raw.get("optional", False)
+    if not isinstance(optional, bool):
+        _fail(path, where + "optional", "true or false", optional)
     return ManifestFile(
         name=name,
         role=_str(raw, "role", path, where) if "role" in raw else "path",
@@ -202,9 +232,11 @@ def _parse_file(raw, path, i: int) -> ManifestFile:
         sha256_status=status,
         md5=hashes["md5"],
         sha1=hashes["sha1"],
+        git_blob=hashes["git_blob"],
         size=size,
         format=_str(raw, "format", path, where, allowed=FORMATS),
         note=note,
+        optional=optional,
     )
 
 
