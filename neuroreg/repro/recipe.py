@@ -137,18 +137,19 @@ class EvalSpec:
         return ManifestRecording(self.recording.manifest, data_dir=None if data_dir is None else str(data_dir),
                                  cache_dir=str(cache_dir), options=dict(self.recording.options) or None).load()
 
-    def load_rdm(self, data_dir: str | os.PathLike | None = None):
-        """The :class:`~neuroreg.targets.rdm.RDMTargets` the RSA is measured against (read from
-        the ``.h5`` path, or from the manifest's files, fetched if missing); ``None`` without one."""
+    def load_rdm(self, data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike = "data/rdms"):
+        """The :class:`~neuroreg.targets.rdm.RDMTargets` the RSA is measured against: read from
+        the ``.h5`` path, or the manifest's (fetched if missing, checksums verified, converted
+        and cached by content in ``cache_dir``, :class:`~neuroreg.targets.rdm.ManifestRDM`);
+        ``None`` without one."""
         if self.rdm is None:
             return None
-        from neuroreg.targets.rdm import RDMTargets
+        from neuroreg.targets.rdm import ManifestRDM, RDMTargets
 
         if isinstance(self.rdm, Path):
             return RDMTargets.load(self.rdm)
-        from neuroreg.targets.rdm import rdm_from_manifest
-
-        return rdm_from_manifest(self.rdm.manifest, data_dir=None if data_dir is None else str(data_dir), **self.rdm.options)
+        return ManifestRDM(self.rdm.manifest, data_dir=None if data_dir is None else str(data_dir), cache_dir=str(cache_dir),
+                           options=dict(self.rdm.options) or None).load_rdm()
 
     def make_budget(self):
         """The :class:`~neuroreg.evaluation.suite.Budget` of ``suite`` with ``budget`` applied."""

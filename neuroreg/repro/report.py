@@ -205,12 +205,13 @@ def brain_label(name: str) -> str:
 
 
 def rdm_scalars(result: Mapping[str, Any] | None) -> dict[str, float]:
-    """``{RDM_RSA.format(layer): rsa}`` of an evaluation stage's ``brain_rdm`` result
-    (``{"layers": [...], "rsa": [...], ...}``); non-finite values are left out."""
+    """``{RDM_RSA.format(layer): score}`` of an evaluation stage's ``brain_rdm`` result
+    (:func:`neuroreg.evaluation.brain.rdm_similarity`: ``{"layers": [...], "score": [...], ...}``);
+    missing and non-finite scores are left out."""
     if not result:
         return {}
     out = {}
-    for layer, value in zip(result["layers"], result["rsa"]):
+    for layer, value in zip(result["layers"], result["score"]):
         if value is not None and np.isfinite(value):
             out[RDM_RSA.format(layer=layer)] = float(value)
     return out
@@ -235,7 +236,8 @@ def brain_notes(reports: Sequence[Mapping[str, Any]], rdm_results: Sequence[Mapp
 
     Returns:
         ``{"recording": {"name", "tier", "n_images", "n_neurons", "ceiling_median"} or None,
-        "rdm": {"name", "n_images", "noise_ceiling", "noise_ceiling_note"} or None}``; the
+        "rdm": {"name", "n_images", "noise_ceiling", "noise_ceiling_note"} or None}`` (the
+        RDM's from the ``rdm``, ``ceiling`` and ``ceiling_reason`` of its result); the
         recording's ceiling is the median split-half (Spearman–Brown) reliability over its
         neurons, the one the predictivity is divided by (the same in every report: the
         first one's is given).
@@ -251,8 +253,8 @@ def brain_notes(reports: Sequence[Mapping[str, Any]], rdm_results: Sequence[Mapp
     rdm = None
     for result in rdm_results:
         if result:
-            rdm = {"name": result.get("name"), "n_images": result.get("n_images"),
-                   "noise_ceiling": result.get("noise_ceiling"), "noise_ceiling_note": result.get("noise_ceiling_note")}
+            rdm = {"name": result.get("rdm"), "n_images": result.get("n_images"),
+                   "noise_ceiling": result.get("ceiling"), "noise_ceiling_note": result.get("ceiling_reason")}
             break
     return {"recording": recording, "rdm": rdm}
 

@@ -114,8 +114,8 @@ def test_report_brain_columns_and_claims(tmp_path):
         folder.mkdir()
         report = {"clean_accuracy": 0.9, "brain": _brain_section(score, 0.2), "complete": True}
         (folder / "report.json").write_text(json.dumps(report))
-        rdm = {"name": "mIT_674neurons", "layers": ["layer1", "layer2"], "rsa": [float("nan"), it[(arm, seed)]], "n_images": 92,
-               "noise_ceiling": None, "noise_ceiling_note": "the source holds the RDM only, no repeated measurements"}
+        rdm = {"rdm": "mIT_674neurons", "layers": ["layer1", "layer2"], "score": [float("nan"), it[(arm, seed)]], "n_images": 92,
+               "ceiling": None, "ceiling_reason": "the source holds the RDM only, no repeated measurements"}
         (folder / "done.json").write_text(json.dumps({"report": str(folder / "report.json"), "brain_rdm": rdm}))
         stages.append({"kind": "eval", "name": f"eval {arm} seed {seed}", "folder": str(folder), "arm": arm, "seed": seed})
     arms = {"baseline": {"baseline": None, "controls": []}, "sim": {"baseline": "baseline", "controls": ["shuffled"]},
