@@ -24,6 +24,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from ..targets.base import NeuralBatchSource, TargetSource
 from ..targets.format import TargetSet, TargetSetError, target_key
+from ..targets.rdm import RDMBatchDataset, RDMSource
 from .datasets import (
     AlignedDataset,
     NeuralDataset,
@@ -76,7 +77,10 @@ class RegularizedDataModule(pl.LightningDataModule):
     "label": [B], "index": [B], "targets": {name: [B, K]}}``; with them it is
     ``{"task": <that>, "neural": {name: {"image": [Bn, C, H, W], "target": [Bn, K]}}}``
     (one epoch = one pass over the classification images; neural batches are drawn
-    at random, reshuffled each pass). Neural stimuli are converted to the image set's
+    at random, reshuffled each pass). A neural source that is only an RDM
+    (:class:`~neuroreg.targets.rdm.RDMSource`) gives ``{"image", "index",
+    "dissimilarity": [Bn, Bn]}`` instead: the sub-RDM over the batch's images, no
+    responses; its metric is in :attr:`dissimilarity_metrics`. Neural stimuli are converted to the image set's
     channels (grey ↔ RGB) and size (bilinear). Validation and test batches carry no
     targets.
 
@@ -131,7 +135,9 @@ class RegularizedDataModule(pl.LightningDataModule):
         self.seed = run_seed() if seed is None else int(seed)
         self.target_sets: dict[str, TargetSet] = {}
         self._datasets: dict[str, Dataset] = {}
-        self._neural_sets: dict[str, NeuralDataset] = {}
+        self._neural_sets: dict[str, NeuralDataset | RDMBatchDataset] = {}
+        #: ``{source: metric}`` of the neural sources that give dissimilarities (an RDM), after ``setup``
+        self.dissimilarity_metrics: dict[str, str] = {}
 
     @property
     def num_classes(self) -> int:
@@ -185,6 +191,12 @@ class RegularizedDataModule(pl.LightningDataModule):
         aligned = {name: self._aligned(name, src, train) for name, src in self.targets.items()}
         size = self.images.image_size
         for name, src in self.neural.items():
+            if isinstance(src, RDMSource):
+                rdm = src.load_rdm()
+                stimuli = _neural_stimuli(name, rdm.images_float(), self.channels, size)
+                self._neural_sets[name] = RDMBatchDataset(stimuli, rdm.square())
+                self.dissimilarity_metrics[name] = rdm.metric
+                continue
             stimuli, responses = src.load()
             responses = np.asarray(responses, dtype=np.float32)
             if responses.ndim != 2 or responses.shape != (len(stimuli), int(src.num_neurons)):

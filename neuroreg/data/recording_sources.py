@@ -10,13 +10,17 @@ images, :class:`~neuroreg.targets.base.NeuralBatchSource` for neural batches).
 
 - :class:`RecordingFile`: a NeuralRecording ``.h5`` file;
 - :class:`SimulatedRecording`: a recording of a simulated V1 population, built once and
-  cached by content under ``data/recordings``.
+  cached by content under ``data/recordings``;
+- :class:`ManifestRecording`: a public data set of ``data_manifests/``, fetched, verified
+  and converted on first use, cached by content under ``data/recordings``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +157,116 @@ class SimulatedRecording(RecordingSource):
         rec.source = f"{rec.source}, key={key}"
         rec.save(path)
         rec.name = str(path)
+        return rec
+
+
+class ManifestRecording(RecordingSource):
+    """A public data set's recording: fetched, verified and converted on first use.
+
+    The files of the manifest are fetched when missing (through ``mirror`` or
+    ``$NEUROREG_DATA_MIRROR`` when set; see :mod:`neuroreg.data.fetch`), every file is
+    checked against the manifest's checksums, and the manifest's reader converts them
+    (:func:`neuroreg.data.commands.convert`, as ``neuroreg data convert`` does). The
+    result is cached as ``<cache_dir>/<manifest>-<key>.h5``, written atomically, where
+    the key hashes the verified sha256 of every file used, the reader options and the
+    reader (its dotted name and the bytes of its module), so a changed file, option or
+    reader converts anew. Files are fetched when a required one is missing (then every
+    file is); an optional file that is missing is left out, and out of the key
+    (``neuroreg data fetch`` adds it later, which makes a new key).
+
+    Args:
+        manifest: the data set's name, e.g. ``"cowley2023-v4-210325"``.
+        data_dir: download folder (default ``$NEUROREG_DATA_DIR`` or ``data/``).
+        cache_dir: folder of the converted recordings.
+        options: reader options overriding the manifest's ``reader.options``.
+        fetch: download missing files; with ``False`` a missing file is an error that
+            names the command to run.
+        mirror: base URL standing in for the manifest URLs' hosts (default
+            ``$NEUROREG_DATA_MIRROR``).
+        manifest_dir: folder of the manifests (default ``data_manifests/``, or
+            ``$NEUROREG_MANIFEST_DIR``).
+
+    Raises:
+        ValueError: an unknown manifest (the message lists the known ones) or one
+            without a reader.
+    """
+
+    def __init__(
+        self,
+        manifest: str,
+        data_dir: str | None = None,
+        cache_dir: str = "data/recordings",
+        options: dict | None = None,
+        fetch: bool = True,
+        mirror: str | None = None,
+        manifest_dir: str | None = None,
+    ):
+        from .manifests import find_manifest
+
+        try:
+            self.manifest = find_manifest(manifest, manifest_dir)
+        except KeyError as err:
+            raise ValueError(f"ManifestRecording: 'manifest': {err.args[0]}") from None
+        if self.manifest.reader_function is None:
+            raise ValueError(f"ManifestRecording: 'manifest': {manifest!r} is an image set ({self.manifest.path}), not a recording")
+        self.data_dir = data_dir
+        self.cache_dir = Path(cache_dir)
+        self.options = dict(options or {})
+        self.fetch = fetch
+        self.mirror = mirror
+        self._key: str | None = None
+
+    def _verified(self) -> dict[str, str]:
+        """``{file name: sha256}`` of the verified local files, fetching missing ones first."""
+        from .fetch import fetch, resolve_data_dir, verify
+
+        m = self.manifest
+        results = verify(m, self.data_dir)
+        required = [v for v in results if v.status == "missing" and not v.file.optional]
+        if required and self.fetch:  # only optional files missing: convert what is there
+            results = fetch(m, self.data_dir, progressbar=False, mirror=self.mirror)
+        elif required:
+            where = "" if self.data_dir is None else f" --data-dir {self.data_dir}"
+            raise FileNotFoundError(
+                f"ManifestRecording: data set {m.name!r}: not fetched: {', '.join(str(v.path) for v in required)} "
+                f"(data dir {resolve_data_dir(self.data_dir)}); run `neuroreg data fetch {m.name}{where}` or set fetch: true"
+            )
+        return {v.file.name: v.sha256 for v in results if v.status != "missing"}
+
+    def fingerprint(self) -> str:
+        if self._key is None:
+            reader = self.manifest.reader()
+            source = inspect.getsourcefile(reader)
+            spec = {
+                "manifest": self.manifest.name,
+                "files": self._verified(),
+                "options": {**self.manifest.reader_options, **self.options},
+                "reader": self.manifest.reader_function,
+                "reader_module": file_hash(source) if source else "",
+            }
+            self._key = target_key("manifest-recording", json.dumps(spec, sort_keys=True, default=str))
+        return self._key
+
+    @property
+    def path(self) -> Path:
+        """The cached recording: ``<cache_dir>/<manifest>-<first 20 hex of the key>.h5``."""
+        return self.cache_dir / f"{self.manifest.name}-{self.fingerprint()[:20]}.h5"
+
+    def load(self) -> NeuralRecording:
+        from .commands import convert
+
+        path = self.path
+        if not path.exists():
+            result = convert(self.manifest, path, self.data_dir, options=self.options)
+            if not isinstance(result, NeuralRecording):
+                os.unlink(path)
+                raise TypeError(
+                    f"ManifestRecording: 'manifest': the reader of {self.manifest.name!r} ({self.manifest.reader_function}) "
+                    f"returns a {type(result).__name__}, not a NeuralRecording"
+                )
+        rec = NeuralRecording.load(path)
+        if not rec.source.startswith(f"{self.manifest.name}:"):
+            raise RecordingError(f"{path}: attribute 'source': expected one starting with {self.manifest.name + ':'!r}, found {rec.source!r}")
         return rec
 
 

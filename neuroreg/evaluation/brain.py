@@ -1,4 +1,4 @@
-"""Brain similarity of a model's layers to a held-out NeuralRecording.
+"""Brain similarity of a model's layers to a held-out NeuralRecording, or to a neural RDM.
 
 Three measures per layer ``l`` with activations ``X_l [images, units]`` and the neural
 responses ``R [images, repeats, neurons]`` to the same images:
@@ -13,6 +13,11 @@ responses ``R [images, repeats, neurons]`` to the same images:
 - **RSA** (Kriegeskorte et al. 2008): Spearman correlation of the upper triangles of the
   correlation-distance RDMs of ``X_l`` and of the mean responses.
 - **linear CKA** (Kornblith et al. 2019) between ``X_l`` and the mean responses.
+
+Against neural data that is only an RDM over a set of images
+(:class:`~neuroreg.targets.rdm.RDMTargets`), :func:`rdm_similarity` scores each layer's
+RDM (same metric) by Spearman ρ (or Kendall τ_a) with a bootstrap-over-images interval;
+a single averaged RDM allows no noise ceiling, and the result says so.
 
 ``rdm`` and ``linear_cka`` come from :mod:`neuroreg.regularizers.functional` (the same
 math the regularizers train with).
@@ -269,3 +274,165 @@ def brain_similarity(
     out["rsa"] = [rsa_score(acts[name], mean) for name in layers]
     out["cka"] = [cka_score(acts[name], mean) for name in layers]
     return out
+
+
+# ------------------------------------------------------------- RSA against an RDM
+#: why no noise ceiling comes with an RDM alone
+NO_CEILING_REASON = (
+    "only the averaged RDM is available (no per-subject, per-session or per-repeat RDMs), so the noise ceiling "
+    "cannot be estimated"
+)
+
+
+def kendall_tau_a(a: np.ndarray, b: np.ndarray, block: int = 512) -> float:
+    """Kendall's τ_a between two vectors: ``(concordant − discordant) / (n(n−1)/2)``.
+
+    Unlike τ_b, ties are not corrected for, so a model RDM with tied dissimilarities is not
+    favoured (Nili et al. 2014 recommend τ_a for comparing RDMs with categorical models).
+    Computed blockwise in O(n²) time and O(block · n) memory.
+    """
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    n = len(a)
+    if n != len(b) or n < 2:
+        raise ValueError(f"kendall_tau_a: expected two vectors of one length >= 2, found {len(a)} and {len(b)}")
+    total = 0.0
+    for start in range(0, n, block):
+        sa = np.sign(a[start : start + block, None] - a[None, :])
+        sb = np.sign(b[start : start + block, None] - b[None, :])
+        total += float((sa * sb).sum())
+    return total / (n * (n - 1))  # every pair counted twice
+
+
+def _rank_corr(a: np.ndarray, b: np.ndarray, method: str) -> float:
+    from scipy.stats import spearmanr
+
+    if method == "spearman":
+        return float(spearmanr(a, b).statistic)
+    return kendall_tau_a(a, b)
+
+
+def compare_rdms(
+    model_rdm: np.ndarray,
+    neural_rdm: np.ndarray,
+    method: str = "spearman",
+    n_bootstrap: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Rank correlation of two condensed RDMs over the same images, with a bootstrap-over-images CI.
+
+    Bootstrap (Nili et al. 2014): each of ``n_bootstrap`` resamples draws the N images with
+    replacement, takes both RDMs' dissimilarities between the drawn images, leaves out the
+    pairs of an image with a copy of itself, and correlates the rest; the interval is the
+    percentile interval of those correlations.
+
+    Args:
+        model_rdm, neural_rdm: ``[N(N−1)/2]`` condensed RDMs (scipy ``squareform`` order).
+        method: ``"spearman"`` or ``"kendall_tau_a"``.
+        n_bootstrap: resamples (0: no interval).
+        ci: interval coverage.
+        seed: resampling seed.
+
+    Returns:
+        ``{"score", "ci_low", "ci_high", "method", "n_bootstrap", "ci"}`` (interval bounds
+        ``None`` without resamples).
+
+    Raises:
+        ValueError: different lengths, a length that is not n(n−1)/2, an unknown method.
+
+    Example:
+        >>> d = np.random.default_rng(0).random(45)
+        >>> compare_rdms(d, d, n_bootstrap=10)["score"]
+        1.0
+    """
+    from scipy.spatial.distance import squareform
+
+    a, b = np.asarray(model_rdm, dtype=np.float64).ravel(), np.asarray(neural_rdm, dtype=np.float64).ravel()
+    if method not in ("spearman", "kendall_tau_a"):
+        raise ValueError(f"compare_rdms: method: expected 'spearman' or 'kendall_tau_a', found {method!r}")
+    if a.shape != b.shape:
+        raise ValueError(f"compare_rdms: expected RDMs of one length, found {len(a)} (model) and {len(b)} (neural)")
+    n = int(round((1 + np.sqrt(1 + 8 * len(a))) / 2))
+    if n * (n - 1) // 2 != len(a) or n < 3:
+        raise ValueError(f"compare_rdms: expected a condensed RDM of n(n-1)/2 values for n >= 3 images, found length {len(a)}")
+    if not 0 < ci < 1:
+        raise ValueError(f"compare_rdms: ci: expected a number in (0, 1), found {ci}")
+    out: dict[str, Any] = {"score": _rank_corr(a, b, method), "method": method, "n_bootstrap": int(n_bootstrap), "ci": ci,
+                           "ci_low": None, "ci_high": None}
+    if n_bootstrap > 0:
+        sa, sb = squareform(a, checks=False), squareform(b, checks=False)
+        rng = np.random.default_rng(seed)
+        iu = np.triu_indices(n, k=1)
+        boots = []
+        for _ in range(int(n_bootstrap)):
+            idx = rng.integers(0, n, n)
+            keep = idx[iu[0]] != idx[iu[1]]
+            x = sa[idx[iu[0]][keep], idx[iu[1]][keep]]
+            y = sb[idx[iu[0]][keep], idx[iu[1]][keep]]
+            r = _rank_corr(x, y, method)
+            if np.isfinite(r):
+                boots.append(r)
+        if boots:
+            lo, hi = np.quantile(boots, [(1 - ci) / 2, (1 + ci) / 2])
+            out["ci_low"], out["ci_high"] = float(lo), float(hi)
+    return out
+
+
+def rdm_similarity(
+    model: Callable[[Tensor], Tensor],
+    targets: Any,
+    layers: Sequence[str],
+    channels: int | None = None,
+    image_size: int | None = None,
+    method: str = "spearman",
+    n_bootstrap: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """RSA of ``model``'s layers against a neural RDM over its images (RDMTargets).
+
+    Each layer's RDM is computed on the RDM's images (converted to the model's channels and
+    ``image_size``) with the neural RDM's metric (:func:`neuroreg.regularizers.functional.rdm`)
+    and compared by :func:`compare_rdms`. The noise-free upper bound is reported where the
+    data allow: an RDMTargets holds one averaged RDM, from which no noise ceiling can be
+    estimated, so ``ceiling`` is ``None`` and ``ceiling_reason`` says why.
+
+    Args:
+        model: classifier (eval mode); its ``backbone`` (if any) holds ``layers``.
+        targets: :class:`~neuroreg.targets.rdm.RDMTargets`, an RDM source, an RDMTargets
+            ``.h5`` path or a manifest name (:func:`neuroreg.targets.rdm.rdm_targets`).
+        layers: module paths, in depth order.
+        channels, image_size: model input format (default: ``model.in_channels`` and the
+            RDM's image size).
+        method, n_bootstrap, ci, seed: see :func:`compare_rdms`.
+
+    Returns:
+        ``{"layers", "rdm" (its name), "source", "species", "area", "metric", "label"
+        ("RSA vs IT RDM"), "n_images", "method", "score": [L], "ci_low": [L],
+        "ci_high": [L], "ceiling": None, "ceiling_reason"}``.
+
+    Raises:
+        ValueError: no layers; a metric neuroreg cannot compute for the model.
+    """
+    from neuroreg.regularizers.functional import rdm
+    from neuroreg.targets.rdm import COMPUTABLE_METRICS, condensed, rdm_targets
+
+    targets = rdm_targets(targets)
+    if not layers:
+        raise ValueError("rdm_similarity: layers must name at least one module path, found []")
+    if targets.metric not in COMPUTABLE_METRICS:
+        raise ValueError(f"rdm_similarity: {targets.name}: metric {targets.metric!r}: expected one of "
+                         f"{list(COMPUTABLE_METRICS)} (the model's RDM is computed with the same metric)")
+    imgs = targets.images_float()
+    channels = channels or int(getattr(model, "in_channels", imgs.shape[1]))
+    x = match_images(imgs, channels, image_size or imgs.shape[-1])
+    acts = layer_activations(model, x, layers)
+    results = [compare_rdms(condensed(rdm(torch.as_tensor(acts[name]), targets.metric)), targets.rdm, method=method,
+                            n_bootstrap=n_bootstrap, ci=ci, seed=seed) for name in layers]
+    return {
+        "layers": list(layers), "rdm": targets.name, "source": targets.source, "species": targets.species,
+        "area": targets.area, "metric": targets.metric, "label": f"RSA vs {targets.area or 'neural'} RDM",
+        "n_images": targets.n_images, "method": method, "n_bootstrap": int(n_bootstrap), "ci": ci,
+        "score": [r["score"] for r in results], "ci_low": [r["ci_low"] for r in results],
+        "ci_high": [r["ci_high"] for r in results], "ceiling": None, "ceiling_reason": NO_CEILING_REASON,
+    }

@@ -967,3 +967,54 @@ class Brain(Measurement):
         from neuroreg.evaluation.report import plot_brain
 
         return plot_brain(report, path)
+
+
+class RDMBrain(Measurement):
+    """RSA per layer against a neural RDM over its images
+    (:func:`neuroreg.evaluation.brain.rdm_similarity`): Spearman ρ with a bootstrap-over-images
+    interval; runs when the budget names an RDM (``rsa_rdm``: an RDMTargets ``.h5`` or a
+    data manifest) and layers (``rsa_layers``)."""
+
+    name = "rsa_rdm"
+    label = "RSA vs neural RDM"
+    reads = ("rsa_rdm", "rsa_layers", "rsa_bootstrap")
+    headline = ("eval/rsa_rdm=",)
+    metric_labels = (("rsa_rdm=", "RSA vs RDM @"),)
+    columns = ("RSA vs RDM (last layer)",)
+    nan_to_null = True
+
+    def enabled(self, ctx: Context) -> bool:
+        return bool(ctx.budget.rsa_rdm) and bool(ctx.budget.rsa_layers)
+
+    def run(self, ctx: Context) -> dict[str, Any]:
+        from neuroreg.evaluation.brain import rdm_similarity
+
+        b = ctx.budget
+        out = rdm_similarity(ctx.model, b.rsa_rdm, list(b.rsa_layers), image_size=ctx.x.shape[-1],
+                             n_bootstrap=b.rsa_bootstrap, seed=ctx.seed)
+        ctx.step(1)
+        return out
+
+    def title(self, section: Mapping[str, Any]) -> str:
+        return str(section.get("label") or self.label)
+
+    def scalars(self, section: Mapping[str, Any]) -> dict[str, float]:
+        out = {}
+        for layer, score in zip(section["layers"], section["score"]):
+            if score is not None and math.isfinite(score):
+                out[f"eval/rsa_rdm={layer}"] = float(score)
+        return out
+
+    def cells(self, section: Mapping[str, Any]) -> dict[str, float | bool | None]:
+        score = section["score"][-1] if section.get("score") else None
+        return {self.columns[0]: score if score is not None and math.isfinite(score) else None}
+
+    def lines(self, section: Mapping[str, Any]) -> list[str]:
+        def one(layer, s, lo, hi) -> str:
+            if s is None or not math.isfinite(s):
+                return f"{layer} –"
+            return f"{layer} {s:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "")
+
+        parts = [one(*v) for v in zip(section["layers"], section["score"], section["ci_low"], section["ci_high"])]
+        return [f"{section.get('label', self.label)} ({section.get('method')}, {section.get('n_images')} images): "
+                + ", ".join(parts) + f"; noise ceiling: {section.get('ceiling_reason') or section.get('ceiling')}"]

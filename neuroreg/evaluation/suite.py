@@ -24,7 +24,9 @@ model in eval mode:
 - per-image L2 distance reached by a decision-based attack (labels only: HopSkipJump or the
   Boundary Attack, run by ART) within a query budget: median + histogram;
 - sanity flags (:mod:`~neuroreg.evaluation.sanity`);
-- brain similarity per layer when a recording and layers are given.
+- brain similarity per layer when a recording and layers are given;
+- RSA per layer against a neural RDM over its images (Spearman ρ, bootstrap interval over
+  images) when the budget names one (``rsa_rdm``, ``rsa_layers``).
 
 Each of these is one :class:`~neuroreg.evaluation.measurements.Measurement` in the list
 :func:`default_measurements`; :func:`evaluate` runs those the budget turns on, in order,
@@ -59,6 +61,7 @@ from neuroreg.evaluation.measurements import (
     GaussianNoise,
     Measurement,
     MinimalPerturbation,
+    RDMBrain,
     Sanity,
     Square,
     metrics_of,
@@ -94,6 +97,10 @@ class Budget:
             ensemble's APGD members (iterations, restarts, APGD-T target classes, EOT
             samples for stochastic models); never below AutoAttack's own
             (:data:`~neuroreg.evaluation.attacks.autoattack.APGD_STANDARD`).
+        rsa_rdm, rsa_layers, rsa_bootstrap: RSA against a neural RDM over its images
+            (:class:`~neuroreg.evaluation.measurements.RDMBrain`): an RDMTargets ``.h5``
+            path or a data manifest name (``kriegeskorte2008-it92``, converted on demand),
+            the backbone layers, and the bootstrap resamples of its interval (0: none).
 
     Raises:
         ValueError: a field out of range (ε outside [0, 1] for L∞, a negative L2 ε, an
@@ -130,6 +137,9 @@ class Budget:
     apgd_restarts: int = APGD_STANDARD["restarts"]
     apgd_targets: int = APGD_STANDARD["targets"]
     apgd_eot_samples: int = APGD_STANDARD["eot_samples"]
+    rsa_rdm: str | None = None
+    rsa_layers: tuple[str, ...] = ()
+    rsa_bootstrap: int = 1000
 
     def __post_init__(self) -> None:
         validate_budget(self)
@@ -196,6 +206,11 @@ def validate_budget(budget: Budget) -> None:
     if budget.decision_attack not in DECISION_ATTACKS:
         raise ValueError(f"Budget.decision_attack: expected one of {sorted(DECISION_ATTACKS)}, "
                          f"found {budget.decision_attack!r}")
+    if bool(budget.rsa_rdm) != bool(budget.rsa_layers) or isinstance(budget.rsa_layers, str):
+        raise ValueError(f"Budget: fields 'rsa_rdm' and 'rsa_layers' go together (an RDM and a list of backbone layers), "
+                         f"found rsa_rdm={budget.rsa_rdm!r}, rsa_layers={budget.rsa_layers!r}")
+    if not _is_int(budget.rsa_bootstrap) or budget.rsa_bootstrap < 0:
+        raise ValueError(f"Budget: field 'rsa_bootstrap' must be an integer >= 0, found {budget.rsa_bootstrap!r}")
     for key, floor in APGD_STANDARD.items():
         name = f"apgd_{key}"
         v = getattr(budget, name)
@@ -257,7 +272,7 @@ def default_measurements() -> list[Measurement]:
     Clean accuracy, Gaussian noise, corruptions, PGD L∞ (diagnostic), FGSM L∞, PGD L2
     (diagnostic), the robust accuracy on the L∞ and L2 grids (the per-image worst case
     over the attack ensemble: PGD, APGD-CE, APGD-T), AutoAttack, minimal perturbation, the decision-based attack, the sanity checks (running the
-    Square black-box attack inside) and brain similarity. Each runs when the budget turns
+    Square black-box attack inside), RSA against an RDM and brain similarity. Each runs when the budget turns
     it on (:meth:`~neuroreg.evaluation.measurements.Measurement.enabled`).
 
     >>> [m.name for m in default_measurements()][:4]
@@ -265,7 +280,7 @@ def default_measurements() -> list[Measurement]:
     """
     return [
         Clean(), GaussianNoise(), Corruptions(), PGD("linf"), FGSM(), PGD("l2"), Ensemble("linf"), Ensemble("l2"),
-        AutoAttack(), MinimalPerturbation(), Decision(), Sanity(black_box=Square()), Brain(),
+        AutoAttack(), MinimalPerturbation(), Decision(), Sanity(black_box=Square()), RDMBrain(), Brain(),
     ]
 
 
@@ -375,6 +390,8 @@ def evaluate(
     todo = default_measurements() if measurements is None else list(measurements)
     if recording is not None and brain_layers:
         check_brain_layers(model, brain_layers)
+    if budget.rsa_rdm and budget.rsa_layers:
+        check_brain_layers(model, budget.rsa_layers)
     params = [p for p in model.parameters() if torch.is_floating_point(p)]
     home = params[0].device if params else torch.device("cpu")
     dtype = params[0].dtype if params else torch.float32

@@ -53,7 +53,10 @@ class RegularizedClassifier(pl.LightningModule):
     :class:`~neuroreg.data.datamodules.RegularizedDataModule` and carry
     ``targets: {source: [B, K]}`` aligned with the classification images; with
     separate neural sources a batch is ``{"task": {...}, "neural": {source:
-    {"image": [Bn, C, H, W], "target": [Bn, K]}}}``. Each regularizer reads the
+    {"image": [Bn, C, H, W], "target": [Bn, K]}}}``; a neural source that is only an
+    RDM gives ``"dissimilarity": [Bn, Bn]`` instead of ``"target"``, handed to the
+    regularizer as ``dissimilarities=`` (only regularizers with
+    ``accepts_dissimilarities``, e.g. RSA with the RDM's metric). Each regularizer reads the
     source it names (``regularizer.source``; ``None`` = the only source). For a
     neural source the model runs a second forward pass on that source's stimuli,
     with batch norm handled per ``neural_bn``. Each regularizer gets a
@@ -188,8 +191,26 @@ class RegularizedClassifier(pl.LightningModule):
         needing = [n for n, r in self.regularizers.items() if r.needs_targets]
         if needing and dm is not None and not getattr(dm, "num_neurons", {"?": 1}):
             raise ValueError(f"data.targets: regularizers {needing} need neural targets, but the data module has none")
+        self._check_dissimilarity_sources(getattr(dm, "dissimilarity_metrics", None) or {})
         if self._built_size is None and getattr(dm, "image_size", None) is not None:
             self.build(int(dm.image_size))
+
+    def _check_dissimilarity_sources(self, metrics: dict[str, str]) -> None:
+        """Regularizers reading a source that gives an RDM must accept one, with its metric."""
+        for name, reg in self.regularizers.items():
+            src = self.source_of(name)
+            if src not in metrics:
+                continue
+            if not getattr(reg, "accepts_dissimilarities", False):
+                raise TypeError(
+                    f"regularizers.{name}: source {src!r} gives dissimilarities (an RDM over its images), not responses; "
+                    f"{type(reg).__name__} needs responses (RSARegularizer accepts an RDM)"
+                )
+            if getattr(reg, "metric", metrics[src]) != metrics[src]:
+                raise ValueError(
+                    f"regularizers.{name}.metric: source {src!r} holds a {metrics[src]!r} RDM; expected metric "
+                    f"{metrics[src]!r}, found {reg.metric!r}"
+                )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["neuroreg_image_size"] = self._built_size
@@ -219,14 +240,18 @@ class RegularizedClassifier(pl.LightningModule):
             if not reg.schedule.active(context):
                 continue
             src = self.source_of(name)
-            feats, targets = features, None
+            feats, targets, dissimilarities = features, None, None
             if src in neural:
                 if src not in neural_features:
                     with batchnorm_mode(self.backbone, self.neural_bn), self.taps.capture() as nf:
                         self(neural[src]["image"])
                     neural_features[src] = nf
                 feats = neural_features[src]
-                targets = neural[src]["target"]
+                if "dissimilarity" in neural[src]:
+                    self._check_dissimilarity_sources({src: getattr(reg, "metric", "")})
+                    dissimilarities = neural[src]["dissimilarity"]
+                else:
+                    targets = neural[src]["target"]
             elif src is not None:
                 if src not in aligned:
                     raise KeyError(
@@ -238,7 +263,11 @@ class RegularizedClassifier(pl.LightningModule):
             if targets is not None:
                 self._check_targets(src, targets)
                 mask = ~torch.isnan(targets)
-            terms = reg({layer: feats[layer] for layer in reg.layers}, targets, mask, context=context)
+            layer_feats = {layer: feats[layer] for layer in reg.layers}
+            if dissimilarities is not None:
+                terms = reg(layer_feats, None, None, context=context, dissimilarities=dissimilarities)
+            else:
+                terms = reg(layer_feats, targets, mask, context=context)
             w = reg.loss_weight(terms["loss"], context)
             total = total + w * terms["loss"]
             for term, value in terms.items():

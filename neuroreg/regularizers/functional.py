@@ -182,6 +182,39 @@ def rdm(x: torch.Tensor, metric: str = "correlation", mask: torch.Tensor | None 
     return d.masked_fill(eye, 0.0)
 
 
+def rsa_loss(d_model: torch.Tensor, d_neural: torch.Tensor, power: int = 1) -> torch.Tensor:
+    """Mean ``|Δ|^p`` between two RDMs' dissimilarities over image pairs (Federer et al. 2020).
+
+    .. math:: L = \\frac{2}{B(B-1)} \\sum_{i<j} \\big|D^{model}_{ij} - D^{neural}_{ij}\\big|^p
+
+    Args:
+        d_model, d_neural: ``[B, B]`` RDMs (only the upper triangles are read) or their
+            condensed upper triangles ``[B(B-1)/2]`` (:func:`offdiagonal`).
+        power: 1 (absolute difference) or 2 (squared).
+
+    Raises:
+        ValueError: shapes differ, fewer than one pair, or a power other than 1 or 2.
+
+    Example:
+        >>> d = rdm(torch.randn(6, 20))
+        >>> float(rsa_loss(d, d)), float(rsa_loss(d, torch.zeros(6, 6), 2)) > 0
+        (0.0, True)
+    """
+    if power not in (1, 2):
+        raise ValueError(f"power: expected 1 or 2, found {power}")
+    if d_model.shape != d_neural.shape:
+        raise ValueError(f"d_model, d_neural: expected RDMs of one shape, found {tuple(d_model.shape)} and {tuple(d_neural.shape)}")
+    if d_model.ndim == 2:
+        if d_model.shape[0] != d_model.shape[1]:
+            raise ValueError(f"d_model: expected a square [B, B] RDM or a condensed vector, found {tuple(d_model.shape)}")
+        d_model, d_neural = offdiagonal(d_model), offdiagonal(d_neural)
+    elif d_model.ndim != 1:
+        raise ValueError(f"d_model: expected a square [B, B] RDM or a condensed vector, found {tuple(d_model.shape)}")
+    if d_model.numel() < 1:
+        raise ValueError("d_model: expected at least one image pair, found none")
+    return (d_model - d_neural).abs().pow(power).mean()
+
+
 def _gram(x: torch.Tensor) -> torch.Tensor:
     """Gram matrix ``[batch, batch]`` of the column-centred, flattened ``x``."""
     return gram(_centre(_flatten(x, "x")))

@@ -33,18 +33,37 @@ class RSARegularizer(Regularizer):
         source, schedule, gather: see :class:`~neuroreg.regularizers.base.Regularizer`
             (``schedule`` applies it every k-th step / in an epoch window).
 
+    Neural targets come in one of two explicit forms:
+
+    - ``targets`` ``[batch, neurons]``: responses, whose RDM is computed here (NaN entries
+      masked);
+    - ``dissimilarities`` ``[batch, batch]``: the neural RDM itself over the batch's images,
+      for data that is only an RDM (:class:`~neuroreg.targets.rdm.RDMSource` neural
+      batches carry the sub-RDM over their images; the classifier passes it under this
+      name because the regularizer declares ``accepts_dissimilarities``). Its metric must
+      be this regularizer's ``metric`` (checked by the classifier when the data is set
+      up). Pairs are formed within a rank's batch: the sub-RDM of images on different DDP
+      ranks is not gathered.
+
     Returns (forward): ``loss`` and ``neural_model_corr`` (Pearson r of the RDMs'
     upper triangles, a diagnostic).
 
     Raises:
-        ValueError: bad metric / penalty / fraction; a batch of one image.
+        ValueError: bad metric / penalty / fraction; a batch of one image; both or neither
+            of ``targets`` and ``dissimilarities``; a dissimilarity matrix that is not
+            ``[batch, batch]``.
 
     Example:
         >>> reg = RSARegularizer(["layer2"], penalty="squared")
         >>> out = reg({"layer2": torch.randn(16, 8, 4, 4)}, torch.rand(16, 50))
         >>> out["loss"].shape
         torch.Size([])
+        >>> reg({"layer2": torch.randn(16, 8, 4, 4)}, None, dissimilarities=torch.rand(16, 16))["loss"].shape
+        torch.Size([])
     """
+
+    #: takes a neural RDM (``dissimilarities``) in place of responses
+    accepts_dissimilarities = True
 
     def __init__(
         self,
@@ -75,16 +94,28 @@ class RSARegularizer(Regularizer):
             raise ValueError("task_fraction: rescaling needs the task loss, but no StepContext with task_loss was passed")
         return self.weight * self.task_fraction * context.task_loss.detach().abs() / loss.detach().abs().clamp_min(1e-12)
 
-    def forward(self, features, targets, mask=None, context: StepContext | None = None):
+    def forward(self, features, targets=None, mask=None, context: StepContext | None = None,
+                dissimilarities: torch.Tensor | None = None):
         check_layers(self, features)
-        check_pairs("rsa", targets.shape[0])
-        features, targets, mask = self.gathered(features, targets, mask)
-        targets, mask = nan_mask(targets, mask)
-        d_neural = F.offdiagonal(F.rdm(targets, self.metric, mask))
+        if (targets is None) == (dissimilarities is None):
+            raise ValueError("rsa: expected neural targets either as responses ('targets' [batch, neurons]) or as an RDM "
+                             f"('dissimilarities' [batch, batch]), found {'both' if targets is not None else 'neither'}")
+        if dissimilarities is None:
+            check_pairs("rsa", targets.shape[0])
+            features, targets, mask = self.gathered(features, targets, mask)
+            targets, mask = nan_mask(targets, mask)
+            d_neural = F.offdiagonal(F.rdm(targets, self.metric, mask))
+        else:
+            batch = next(iter(features.values())).shape[0]
+            check_pairs("rsa", batch)
+            if dissimilarities.shape != (batch, batch):
+                raise ValueError(f"dissimilarities: expected the [{batch}, {batch}] neural RDM over the batch's images, "
+                                 f"found shape {tuple(dissimilarities.shape)}")
+            d_neural = F.offdiagonal(dissimilarities)
         loss, corr = 0.0, 0.0
         for layer in self.layers:
             d_model = F.offdiagonal(F.rdm(features[layer], self.metric))
-            loss = loss + (d_model - d_neural).abs().pow(self.power).mean()
+            loss = loss + F.rsa_loss(d_model, d_neural.to(d_model.dtype), self.power)
             with torch.no_grad():
                 a, b = d_model - d_model.mean(), d_neural - d_neural.mean()
                 corr = corr + (a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12)

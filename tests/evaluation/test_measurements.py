@@ -77,15 +77,25 @@ def recording():
     return pop.record(imgs, repeats=3, seed=1, tiers="test")
 
 
+def rdm_file(folder: Path) -> Path:
+    """A 10-image RDMTargets file (RSA against an RDM reads it through the budget)."""
+    from neuroreg.targets.rdm import RDMTargets
+
+    rng = np.random.default_rng(0)
+    return RDMTargets(rng.integers(0, 256, (10, 1, 8, 8), dtype=np.uint8), np.arange(10), rng.random(45),
+                      metric="correlation").save(folder / "rdm.h5")
+
+
 @pytest.mark.parametrize("m", SHIPPED, ids=[m.name for m in SHIPPED])
-def test_every_shipped_measurement_keeps_the_protocol(m: Measurement) -> None:
+def test_every_shipped_measurement_keeps_the_protocol(m: Measurement, tmp_path: Path) -> None:
     assert m.name and m.label and isinstance(m.name, str)
     fields = {f.name for f in dataclasses.fields(Budget)}
     assert set(m.reads) <= fields, set(m.reads) - fields
     assert m.images is None or m.images in fields
     assert m.axis is None or m.axis_label
     x, y = data()
-    ctx = Context(model=Net().eval(), x=x, y=y, budget=TINY, seed=1, batch_size=5, measurements=SHIPPED,
+    budget = dataclasses.replace(TINY, rsa_rdm=str(rdm_file(tmp_path)), rsa_layers=("0", "2"))
+    ctx = Context(model=Net().eval(), x=x, y=y, budget=budget, seed=1, batch_size=5, measurements=SHIPPED,
                   recording=recording(), brain_layers=["0", "2"])
     ctx.record(Clean())
     assert m.enabled(ctx)
