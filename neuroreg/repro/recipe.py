@@ -22,18 +22,16 @@ the baseline, and the evaluation budget::
           similarity_controlled: {config: mini/similarity.yaml, controls: [shuffled, pixels]}
         baseline: baseline
         overrides: []
-        eval: {suite: quick, budget: {max_images: 256}, data: null, recording: null, rdm: null, layers: []}
+        eval: {suite: quick, budget: {max_images: 256}, data: null, recording: null, layers: []}
 
-The evaluation's brain similarity (:mod:`neuroreg.evaluation.brain`) needs ``layers``
-(backbone module paths) and a reference, at least one of:
-
-- ``recording``: a held-out NeuralRecording, either a ``.h5`` path relative to the recipe
-  folder or a data manifest, ``{manifest: cowley2023-v4-210325, options: {...}}``, converted
-  on demand (:class:`~neuroreg.data.recording_sources.ManifestRecording`; ``options`` go to
-  the manifest's reader). Its test tier gives ceiling-normalised neural predictivity.
-- ``rdm``: a representational dissimilarity matrix over its own images, an
-  :class:`~neuroreg.targets.rdm.RDMTargets` ``.h5`` path or ``{manifest: kriegeskorte2008-it92}``;
-  the evaluation adds the RSA of each layer against it.
+The evaluation's brain similarity (:func:`neuroreg.evaluation.brain.brain_similarity`)
+needs ``layers`` (backbone module paths) and a held-out ``recording``: a NeuralRecording
+``.h5`` path relative to the recipe folder, or a data manifest,
+``{manifest: cowley2023-v4-210325, options: {...}}``, converted on demand
+(:class:`~neuroreg.data.recording_sources.ManifestRecording`; ``options`` go to the
+manifest's reader); its test tier gives ceiling-normalised neural predictivity. RSA
+against an RDM over its own images is a budget field (``rsa_rdm``, ``rsa_layers``; see
+:class:`~neuroreg.evaluation.suite.Budget`).
 
 Paths are relative to the recipe's folder. An arm's config may start from others through
 its ``defaults:`` list (see :mod:`neuroreg.cli`); the recipe names the arm's own file.
@@ -65,7 +63,7 @@ SCALES = ("mini", "real", "full")
 
 _TOP = {"title", "reference", "scales"}
 _SCALE = {"description", "fetch", "arms", "baseline", "overrides", "eval"}
-_EVAL = {"suite", "budget", "data", "recording", "rdm", "layers"}
+_EVAL = {"suite", "budget", "data", "recording", "layers"}
 
 
 class RecipeError(ValueError):
@@ -90,7 +88,7 @@ class Arm:
 
 @dataclass(frozen=True)
 class ManifestRef:
-    """A reference data set named by its data manifest, converted on demand with ``options``
+    """A recording named by its data manifest, converted on demand with ``options``
     for the manifest's reader (see :class:`~neuroreg.data.recording_sources.ManifestRecording`)."""
 
     manifest: str
@@ -104,52 +102,13 @@ class ManifestRef:
 @dataclass(frozen=True)
 class EvalSpec:
     """How every arm is evaluated: a suite, budget overrides, optional data, and the
-    brain-similarity references (a recording, an RDM) with the layers they score."""
+    held-out recording of brain similarity with the layers it scores."""
 
     suite: str = "quick"
     budget: dict[str, Any] = field(default_factory=dict)
     data: Path | None = None
     recording: Path | ManifestRef | None = None
     layers: tuple[str, ...] = ()
-    rdm: Path | ManifestRef | None = None
-
-    def describe(self) -> dict[str, Any]:
-        """The JSON-able spec: what an evaluation's content key hashes and the plan records."""
-        from .stages import config_digest
-
-        def ref(value: Path | ManifestRef | None) -> Any:
-            return value.describe() if isinstance(value, ManifestRef) else (None if value is None else str(value))
-
-        out = {"suite": self.suite, "budget": self.budget, "layers": list(self.layers),
-               "data": config_digest(self.data) if self.data else None, "recording": ref(self.recording)}
-        if self.rdm is not None:  # absent, not null, without one: evaluation keys of recipes without an RDM stay as they were
-            out["rdm"] = ref(self.rdm)
-        return out
-
-    def load_recording(self, data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike = "data/recordings"):
-        """The recording brain similarity is measured on: the ``.h5`` path as given, or the
-        manifest's recording (fetched through the manifest if missing, checksums verified,
-        converted with its reader and cached by content in ``cache_dir``); ``None`` without one."""
-        if not isinstance(self.recording, ManifestRef):
-            return self.recording
-        from neuroreg.data.recording_sources import ManifestRecording
-
-        return ManifestRecording(self.recording.manifest, data_dir=None if data_dir is None else str(data_dir),
-                                 cache_dir=str(cache_dir), options=dict(self.recording.options) or None).load()
-
-    def load_rdm(self, data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike = "data/rdms"):
-        """The :class:`~neuroreg.targets.rdm.RDMTargets` the RSA is measured against: read from
-        the ``.h5`` path, or the manifest's (fetched if missing, checksums verified, converted
-        and cached by content in ``cache_dir``, :class:`~neuroreg.targets.rdm.ManifestRDM`);
-        ``None`` without one."""
-        if self.rdm is None:
-            return None
-        from neuroreg.targets.rdm import ManifestRDM, RDMTargets
-
-        if isinstance(self.rdm, Path):
-            return RDMTargets.load(self.rdm)
-        return ManifestRDM(self.rdm.manifest, data_dir=None if data_dir is None else str(data_dir), cache_dir=str(cache_dir),
-                           options=dict(self.rdm.options) or None).load_rdm()
 
     def make_budget(self):
         """The :class:`~neuroreg.evaluation.suite.Budget` of ``suite`` with ``budget`` applied."""
@@ -157,6 +116,28 @@ class EvalSpec:
 
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.budget.items()}
         return budget_for(self.suite, **values)
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON-able spec: what an evaluation's content key hashes and the plan records
+        (a path recording as its path, a manifest one as ``{"manifest", "options"}``)."""
+        from .stages import config_digest
+
+        recording = self.recording.describe() if isinstance(self.recording, ManifestRef) else (
+            None if self.recording is None else str(self.recording))
+        return {"suite": self.suite, "budget": self.budget, "layers": list(self.layers),
+                "data": config_digest(self.data) if self.data else None, "recording": recording}
+
+    def load_recording(self, data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike = "data/recordings"):
+        """The recording brain similarity is measured on: the ``.h5`` path as given, or the
+        manifest's :class:`~neuroreg.data.recording.NeuralRecording` (fetched if missing,
+        checksums verified, converted with its reader and cached by content in
+        ``cache_dir``); ``None`` without one."""
+        if not isinstance(self.recording, ManifestRef):
+            return self.recording
+        from neuroreg.data.recording_sources import ManifestRecording
+
+        return ManifestRecording(self.recording.manifest, data_dir=None if data_dir is None else str(data_dir),
+                                 cache_dir=str(cache_dir), options=dict(self.recording.options) or None).load()
 
 
 @dataclass(frozen=True)
@@ -258,13 +239,13 @@ def _unknown(raw: dict, allowed: set[str], path: Path, where: str) -> None:
         _fail(path, f"{prefix}{extra[0]}", f"one of {sorted(allowed)}", extra[0])
 
 
-def _reference(raw: Any, path: Path, where: str, check_file: bool) -> Path | ManifestRef | None:
-    """A brain-similarity reference: ``None``, a path relative to the recipe folder, or
+def _reference(raw: Any, path: Path, where: str) -> Path | ManifestRef | None:
+    """The brain-similarity recording: ``None``, a path relative to the recipe folder, or
     ``{manifest: NAME, options: {...}}`` naming a known data manifest."""
     if raw is None:
         return None
     if isinstance(raw, str) and raw:
-        return _file(raw, path, where) if check_file else (path.parent / raw).resolve()
+        return (path.parent / raw).resolve()
     if not isinstance(raw, dict):
         _fail(path, where, "a file path relative to the recipe folder or {manifest: NAME, options: {...}}", raw)
     _unknown(raw, {"manifest", "options"}, path, where)
@@ -304,12 +285,11 @@ def _parse_eval(raw: Any, path: Path, where: str) -> EvalSpec:
         suite=suite,
         budget=dict(budget),
         data=None if raw.get("data") is None else _file(raw["data"], path, f"{where}.data"),
-        recording=_reference(raw.get("recording"), path, f"{where}.recording", check_file=False),
+        recording=_reference(raw.get("recording"), path, f"{where}.recording"),
         layers=_strings(raw.get("layers"), path, f"{where}.layers"),
-        rdm=_reference(raw.get("rdm"), path, f"{where}.rdm", check_file=True),
     )
-    if bool(spec.recording or spec.rdm) != bool(spec.layers):
-        _fail(path, f"{where}.layers", "layers together with a recording or an rdm (brain similarity needs both)", raw.get("layers"))
+    if bool(spec.recording) != bool(spec.layers):
+        _fail(path, f"{where}.layers", "recording and layers together (brain similarity needs both)", raw.get("layers"))
     try:
         spec.make_budget()
     except (TypeError, ValueError) as err:

@@ -18,21 +18,15 @@ corruption accuracy; not clean accuracy) the paired difference over the seeds bo
 ran, mean ± 95 % t-interval, and one verdict word by :data:`CLAIM_RULE`.
 :func:`claims_paragraph` renders it as the text the README quotes (``claims.md``).
 
-Brain similarity (when the recipe's ``eval`` names ``layers`` and a ``recording`` and/or
-an ``rdm``, see :mod:`neuroreg.repro.recipe`) is one more column per arm: per layer, the
-ceiling-normalised neural predictivity (ridge) on the recording's held-out tier and the RSA
-against the recording, and the RSA against the RDM (``eval/brain_rdm/<layer>/rsa``, from
-the evaluation stage's ``done.json``). :func:`brain_notes` gathers what bounds each: the
-recording's split-half ceiling (median over neurons), and the RDM's noise ceiling where
-its source allows one (else the reason it has none). The claims table weighs the
-predictivity and the RDM RSA like the accuracies (:func:`brain_claim_metrics`).
-
-Files in ``OUT/report/``: ``summary.json`` (everything), ``summary.csv`` (one row per
-arm × metric, with the arm's baseline), ``summary.md`` (tables; one paired-difference
-table per baseline arm; the claims table), ``claims.csv`` (one row per claim),
-``claims.md`` (:func:`claims_paragraph`), ``comparison.png`` (accuracy vs σ and ε,
-mean ± CI bands; :func:`neuroreg.evaluation.compare.compare`), ``corruptions.png``
-(per-corruption accuracy per arm), plus ``comparison.md`` / ``comparison.html``.
+Brain similarity is one more set of rows per arm (:func:`brain_table`): per layer, the
+ceiling-normalised neural predictivity (ridge) and the RSA on the held-out tier of the
+recipe's ``eval.recording`` (``eval/brain/<layer>/ridge``, ``.../rsa``), and the RSA
+against a neural RDM over its own images when the budget names one
+(``eval/rsa_rdm=<layer>``, :class:`~neuroreg.evaluation.measurements.RDMBrain`).
+:func:`brain_notes` gathers what bounds each: the recording's split-half ceiling (median
+over neurons), and the RDM's noise ceiling where its data allow one (else the reason it
+has none). The claims table weighs the predictivity and the RDM RSA like the accuracies
+(:func:`brain_claim_metrics`).
 """
 
 from __future__ import annotations
@@ -159,30 +153,29 @@ def claim_metrics(names: Sequence[str], measurements: Sequence[Measurement] | No
     return [n for n in names if n not in clean and "accuracy" in n and is_headline(n, measurements)]
 
 
-#: the scalar a fitted classifier's RSA against a recipe's RDM is reported under, per layer
-RDM_RSA = "eval/brain_rdm/{layer}/rsa"
+def _is_brain(name: str) -> bool:
+    return name.startswith(("eval/brain/", "eval/rsa_rdm="))
 
 
 def brain_metrics(names: Sequence[str]) -> list[str]:
     """The brain-similarity scalars of ``names`` the report's brain table shows, in their
-    order: per layer the normalised ridge predictivity and the RSA against the recording
-    (``eval/brain/<layer>/ridge``, ``.../rsa``), and the RSA against the RDM.
+    order: per layer the normalised ridge predictivity and the RSA on the recording
+    (``eval/brain/<layer>/ridge``, ``.../rsa``), and the RSA against the RDM (``eval/rsa_rdm=<layer>``).
 
     >>> brain_metrics(["eval/clean_accuracy", "eval/brain/layer1/ridge", "eval/brain/layer1/pls",
-    ...                "eval/brain/layer1/rsa", "eval/brain/layer1/cka", "eval/brain_rdm/layer1/rsa"])
-    ['eval/brain/layer1/ridge', 'eval/brain/layer1/rsa', 'eval/brain_rdm/layer1/rsa']
+    ...                "eval/brain/layer1/rsa", "eval/brain/layer1/cka", "eval/rsa_rdm=layer1"])
+    ['eval/brain/layer1/ridge', 'eval/brain/layer1/rsa', 'eval/rsa_rdm=layer1']
     """
-    return [n for n in names if (n.startswith("eval/brain/") and n.endswith(("/ridge", "/rsa")))
-            or (n.startswith("eval/brain_rdm/") and n.endswith("/rsa"))]
+    return [n for n in names if (n.startswith("eval/brain/") and n.endswith(("/ridge", "/rsa"))) or n.startswith("eval/rsa_rdm=")]
 
 
 def brain_claim_metrics(names: Sequence[str]) -> list[str]:
     """The brain-similarity scalars the claims table weighs: the normalised predictivity
-    and the RSA against the RDM of each layer (:func:`brain_metrics` without the RSA
-    against the recording, which the predictivity already speaks for).
+    and the RSA against the RDM of each layer (:func:`brain_metrics` without the RSA on
+    the recording, which the predictivity already speaks for).
 
-    >>> brain_claim_metrics(["eval/brain/layer2/ridge", "eval/brain/layer2/rsa", "eval/brain_rdm/layer2/rsa"])
-    ['eval/brain/layer2/ridge', 'eval/brain_rdm/layer2/rsa']
+    >>> brain_claim_metrics(["eval/brain/layer2/ridge", "eval/brain/layer2/rsa", "eval/rsa_rdm=layer2"])
+    ['eval/brain/layer2/ridge', 'eval/rsa_rdm=layer2']
     """
     return [n for n in brain_metrics(names) if not (n.startswith("eval/brain/") and n.endswith("/rsa"))]
 
@@ -190,36 +183,23 @@ def brain_claim_metrics(names: Sequence[str]) -> list[str]:
 def brain_label(name: str) -> str:
     """A brain-similarity scalar's name for tables.
 
-    >>> brain_label("eval/brain/layer2/ridge"), brain_label("eval/brain_rdm/layer2/rsa")
-    ('predictivity layer2 (ridge, / ceiling)', 'RSA vs RDM layer2')
+    >>> brain_label("eval/brain/layer2/ridge"), brain_label("eval/rsa_rdm=layer2"), brain_label("eval/brain/layer2/cka")
+    ('predictivity layer2 (ridge, / ceiling)', 'RSA vs RDM layer2', 'CKA vs recording layer2')
     """
+    if name.startswith("eval/rsa_rdm="):
+        return f"RSA vs RDM {name.removeprefix('eval/rsa_rdm=')}"
     parts = name.split("/")
     if len(parts) != 4:
         return metric_label(name)
-    _, kind, layer, key = parts
-    if kind == "brain_rdm":
-        return f"RSA vs RDM {layer}"
+    layer, key = parts[2], parts[3]
     readable = {"ridge": "predictivity {} (ridge, / ceiling)", "pls": "predictivity {} (PLS, / ceiling)",
                 "rsa": "RSA vs recording {}", "cka": "CKA vs recording {}"}
     return readable.get(key, "{} " + key).format(layer)
 
 
-def rdm_scalars(result: Mapping[str, Any] | None) -> dict[str, float]:
-    """``{RDM_RSA.format(layer): score}`` of an evaluation stage's ``brain_rdm`` result
-    (:func:`neuroreg.evaluation.brain.rdm_similarity`: ``{"layers": [...], "score": [...], ...}``);
-    missing and non-finite scores are left out."""
-    if not result:
-        return {}
-    out = {}
-    for layer, value in zip(result["layers"], result["score"]):
-        if value is not None and np.isfinite(value):
-            out[RDM_RSA.format(layer=layer)] = float(value)
-    return out
-
-
 def reference_name(ref: Any) -> str | None:
-    """A plan's brain-similarity reference (``repro.json`` → ``eval.recording`` / ``eval.rdm``)
-    in words: the manifest's name, or the file's path.
+    """A plan's brain-similarity recording (``repro.json`` → ``eval.recording``) in words:
+    the manifest's name, or the file's path.
 
     >>> reference_name({"manifest": "cowley2023-v4-210325", "options": {}}), reference_name("/x/held.h5"), reference_name(None)
     ('cowley2023-v4-210325', '/x/held.h5', None)
@@ -229,34 +209,28 @@ def reference_name(ref: Any) -> str | None:
     return None if ref is None else str(ref)
 
 
-def brain_notes(reports: Sequence[Mapping[str, Any]], rdm_results: Sequence[Mapping[str, Any]],
-                recording: str | None = None) -> dict[str, Any]:
-    """What bounds the brain-similarity columns, from the evaluations' reports and RDM results
-    (``recording``: the recording's name for the notes, see :func:`reference_name`).
+def brain_notes(reports: Sequence[Mapping[str, Any]], recording: str | None = None) -> dict[str, Any]:
+    """What bounds the brain-similarity rows, from the evaluations' reports (``recording``:
+    the recording's name for the notes, see :func:`reference_name`).
 
     Returns:
         ``{"recording": {"name", "tier", "n_images", "n_neurons", "ceiling_median"} or None,
-        "rdm": {"name", "n_images", "noise_ceiling", "noise_ceiling_note"} or None}`` (the
-        RDM's from the ``rdm``, ``ceiling`` and ``ceiling_reason`` of its result); the
-        recording's ceiling is the median split-half (Spearman–Brown) reliability over its
-        neurons, the one the predictivity is divided by (the same in every report: the
-        first one's is given).
+        "rdm": {"name", "n_images", "method", "noise_ceiling", "noise_ceiling_note"} or None}``:
+        the recording's ceiling is the median split-half (Spearman–Brown) reliability over
+        its neurons, the one the predictivity is divided by; the RDM's from the report's
+        ``rsa_rdm`` section (``rdm``, ``ceiling``, ``ceiling_reason``). Every report holds
+        the same; the first one that has a section gives it.
     """
-    name, recording = recording, None
-    for report in reports:
-        section = report.get("brain")
-        if section:
-            recording = {"name": name, "tier": section.get("tier"), "n_images": section.get("n_images"),
-                         "n_neurons": section.get("n_neurons"),
-                         "ceiling_median": (section.get("ridge") or {}).get("ceiling_median")}
-            break
-    rdm = None
-    for result in rdm_results:
-        if result:
-            rdm = {"name": result.get("rdm"), "n_images": result.get("n_images"),
-                   "noise_ceiling": result.get("ceiling"), "noise_ceiling_note": result.get("ceiling_reason")}
-            break
-    return {"recording": recording, "rdm": rdm}
+    rec = next((r["brain"] for r in reports if r.get("brain")), None)
+    rdm = next((r["rsa_rdm"] for r in reports if r.get("rsa_rdm")), None)
+    return {
+        "recording": None if rec is None else {
+            "name": recording, "tier": rec.get("tier"), "n_images": rec.get("n_images"), "n_neurons": rec.get("n_neurons"),
+            "ceiling_median": (rec.get("ridge") or {}).get("ceiling_median")},
+        "rdm": None if rdm is None else {
+            "name": rdm.get("rdm"), "n_images": rdm.get("n_images"), "method": rdm.get("method"),
+            "noise_ceiling": rdm.get("ceiling"), "noise_ceiling_note": rdm.get("ceiling_reason")},
+    }
 
 
 def verdict(mean: float, ci95: float, n: int) -> str:
@@ -313,7 +287,7 @@ def claims(
                 if not paired:
                     continue
                 mean, half = t_interval(paired)
-                label = brain_label(n) if n.startswith(("eval/brain/", "eval/brain_rdm/")) else metric_label(n)
+                label = brain_label(n) if _is_brain(n) else metric_label(n)
                 rows.append({"arm": arm, "versus": versus, "role": role, "metric": n, "label": label,
                              "mean": mean, "ci95": half, "n": len(paired), "verdict": verdict(mean, half, len(paired))})
     return rows
@@ -412,23 +386,21 @@ def summarize(plan: dict[str, Any]) -> dict[str, Any]:
     per_arm: OrderedDict[str, dict[int, dict[str, float]]] = OrderedDict((a, {}) for a in plan["arms"])
     reports: OrderedDict[str, list[str]] = OrderedDict((a, []) for a in plan["arms"])
     failed: OrderedDict[str, list[dict[str, Any]]] = OrderedDict((a, []) for a in plan["arms"])
-    loaded, rdm_results = [], []
+    loaded = []
     for st in plan["stages"]:
         if st["kind"] != "eval":
             continue
         done = Path(st["folder"]) / "done.json"
         if not done.is_file():
             raise FileNotFoundError(f"{done}: the evaluation '{st['name']}' has not finished")
-        result = json.loads(done.read_text())
-        report_path = result["report"]
+        report_path = json.loads(done.read_text())["report"]
         report = json.loads(Path(report_path).read_text())
-        per_arm[st["arm"]][st["seed"]] = {**metrics(report), **rdm_scalars(result.get("brain_rdm"))}
+        per_arm[st["arm"]][st["seed"]] = metrics(report)
         reports[st["arm"]].append(report_path)
         failed[st["arm"]] += failed_checks(report, st["seed"])
         loaded.append(report)
-        rdm_results.append(result.get("brain_rdm"))
     summary = summary_of(plan, per_arm, reports, failed)
-    summary["brain"] = brain_notes(loaded, rdm_results, reference_name((plan.get("eval") or {}).get("recording")))
+    summary["brain"] = brain_notes(loaded, reference_name((plan.get("eval") or {}).get("recording")))
     return summary
 
 
@@ -482,7 +454,7 @@ def tables(summary: dict[str, Any]) -> str:
     """Markdown: the headline metrics per arm (mean ± 95 % CI) and the paired
     differences, one table per baseline arm with the arms compared with it."""
     arms = list(summary["arms"])
-    rows = [n for n in summary["metrics"] if is_headline(n)]
+    rows = [n for n in summary["metrics"] if is_headline(n) and not _is_brain(n)]  # brain similarity: its own table
     n_seeds = max(len(a["seeds"]) for a in summary["arms"].values())
     head = "| metric | " + " | ".join(arms) + " |\n|---|" + "---|" * len(arms) + "\n"
     md = [f"# {summary['title']} — {summary['scale']}\n",
@@ -535,7 +507,7 @@ def brain_table(summary: Mapping[str, Any]) -> str:
             bound_text = f"its noise ceiling is {bound:.3f}"
         else:
             bound_text = f"no noise ceiling: {rdm.get('noise_ceiling_note') or 'the data do not allow one'}"
-        md.append(f"RSA vs RDM: Spearman correlation of the layer's RDM with `{rdm.get('name')}` over its "
+        md.append(f"RSA vs RDM: {rdm.get('method') or 'rank'} correlation of the layer's RDM with `{rdm.get('name')}` over its "
                   f"{rdm.get('n_images')} images; {bound_text}.\n")
     md.append("\n| measure | " + " | ".join(arms) + " |\n|---|" + "---|" * len(arms) + "\n")
     for n in rows:

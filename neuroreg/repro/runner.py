@@ -251,27 +251,12 @@ def _run_eval(fit: Stage, spec: Any, seed: int, baseline: Stage | None, progress
         report, path = evaluate_checkpoint(
             Path(done["checkpoint"]), config=Path(done["config"]), data=spec.data, budget=spec.make_budget(),
             out=stage.folder / "eval", baseline=base_report, seed=seed, progress=progress,
-            recording=recording, layers=list(spec.layers) if recording is not None else [],
+            recording=recording, layers=list(spec.layers),
         )
-        result = {"report": str(Path(path) / "report.json"), "clean_accuracy": report.get("clean_accuracy"),
-                  "sanity_passed": report.get("sanity_passed")}
-        if spec.rdm is not None:
-            result["brain_rdm"] = _rdm_similarity(Path(done["checkpoint"]), Path(done["config"]), spec, seed, data_dir)
-        return result
+        return {"report": str(Path(path) / "report.json"), "clean_accuracy": report.get("clean_accuracy"),
+                "sanity_passed": report.get("sanity_passed")}
 
     return run
-
-
-def _rdm_similarity(ckpt: Path, config: Path, spec: Any, seed: int, data_dir: str | None) -> dict[str, Any]:
-    """RSA of each of the spec's layers of a fitted classifier against the spec's RDM
-    (:func:`neuroreg.evaluation.brain.rdm_similarity`), the RDM's images shown at the size
-    of the images the classifier is evaluated on."""
-    from neuroreg.evaluation.brain import rdm_similarity
-    from neuroreg.evaluation.commands import load_data, load_model
-
-    model = load_model(ckpt, config).eval()
-    size = getattr(load_data(spec.data or config), "image_size", None)
-    return rdm_similarity(model, spec.load_rdm(data_dir), list(spec.layers), image_size=size, seed=seed)
 
 
 # ------------------------------------------------------------------------ plan

@@ -1,6 +1,6 @@
-"""The ``real`` scale of the recipes: brain-similarity references in a recipe's ``eval``
-(a recording file or a data manifest, an RDM), the report's brain-similarity columns and
-claims, and the neural-batch pixel control."""
+"""The ``real`` scale of the recipes: the brain-similarity recording of a recipe's ``eval``
+(a recording file or a data manifest), the report's brain-similarity rows (predictivity
+with its ceiling, RSA against an RDM) and claims, and the neural-batch pixel control."""
 
 import json
 from pathlib import Path
@@ -48,26 +48,23 @@ def _recipe(tmp_path: Path, eval_section: dict) -> Path:
 def test_eval_references_parse(tmp_path):
     d = _recipe(tmp_path, {"recording": {"manifest": "cadena2019", "options": {"image_size": 32}}, "layers": ["layer1"]})
     spec = load_recipe(d).scale("real").eval
-    assert spec.recording == ManifestRef("cadena2019", {"image_size": 32}) and spec.rdm is None
+    assert spec.recording == ManifestRef("cadena2019", {"image_size": 32})
     assert spec.describe()["recording"] == {"manifest": "cadena2019", "options": {"image_size": 32}}
-    assert "rdm" not in spec.describe()  # absent, so evaluation keys of recipes without an RDM do not change
-    # a path stays a path (relative to the recipe folder), as before
+    # a path stays a path (relative to the recipe folder), as before, and describes as before
     d = _recipe(tmp_path, {"recording": "held.h5", "layers": ["layer1"]})
-    assert load_recipe(d).scale("real").eval.recording == (d / "held.h5").resolve()
-    (d / "it.h5").write_bytes(b"")
-    d = _recipe(tmp_path, {"rdm": "it.h5", "layers": ["layer1"]})
     spec = load_recipe(d).scale("real").eval
-    assert spec.rdm == (d / "it.h5").resolve() and spec.recording is None and spec.describe()["rdm"] == str(spec.rdm)
+    assert spec.recording == (d / "held.h5").resolve() and spec.load_recording() == spec.recording
+    assert spec.describe() == {"suite": "quick", "budget": {}, "layers": ["layer1"], "data": None, "recording": str(spec.recording)}
 
 
 @pytest.mark.parametrize("eval_section, match", [
     ({"recording": {"manifest": "no-such-set"}, "layers": ["layer1"]}, r"field 'scales.real.eval.recording.manifest': .*no data set named 'no-such-set'"),
     ({"recording": {"manifest": "cadena2019", "options": [1]}, "layers": ["layer1"]}, r"field 'scales.real.eval.recording.options': expected a mapping"),
     ({"recording": {"manifest": "cadena2019", "tier": "test"}, "layers": ["layer1"]}, r"field 'scales.real.eval.recording.tier': expected one of \['manifest', 'options'\]"),
+    ({"recording": {"options": {}}, "layers": ["layer1"]}, r"field 'scales.real.eval.recording.manifest': expected a data manifest name, found None"),
     ({"recording": 3, "layers": ["layer1"]}, r"field 'scales.real.eval.recording': expected a file path .* or \{manifest"),
-    ({"rdm": "missing.h5", "layers": ["layer1"]}, r"field 'scales.real.eval.rdm': file not found: .*missing.h5"),
-    ({"layers": ["layer1"]}, r"field 'scales.real.eval.layers': expected layers together with a recording or an rdm"),
-    ({"rdm": {"manifest": "cadena2019"}}, r"field 'scales.real.eval.layers': expected layers together with a recording or an rdm"),
+    ({"layers": ["layer1"]}, r"field 'scales.real.eval.layers': expected recording and layers together"),
+    ({"recording": {"manifest": "cadena2019"}}, r"field 'scales.real.eval.layers': expected recording and layers together"),
 ])
 def test_eval_reference_errors_name_the_field(tmp_path, eval_section, match):
     d = _recipe(tmp_path, eval_section)
@@ -112,11 +109,12 @@ def test_report_brain_columns_and_claims(tmp_path):
     for (arm, seed), score in ridge.items():
         folder = tmp_path / f"{arm}{seed}"
         folder.mkdir()
-        report = {"clean_accuracy": 0.9, "brain": _brain_section(score, 0.2), "complete": True}
+        rdm = {"rdm": "mIT_674neurons", "layers": ["layer1", "layer2"], "score": [None, it[(arm, seed)]], "n_images": 92,
+               "method": "spearman", "ci_low": [None, 0.0], "ci_high": [None, 0.3], "ceiling": None,
+               "ceiling_reason": "the source holds the RDM only, no repeated measurements"}
+        report = {"clean_accuracy": 0.9, "brain": _brain_section(score, 0.2), "rsa_rdm": rdm, "complete": True}
         (folder / "report.json").write_text(json.dumps(report))
-        rdm = {"rdm": "mIT_674neurons", "layers": ["layer1", "layer2"], "score": [float("nan"), it[(arm, seed)]], "n_images": 92,
-               "ceiling": None, "ceiling_reason": "the source holds the RDM only, no repeated measurements"}
-        (folder / "done.json").write_text(json.dumps({"report": str(folder / "report.json"), "brain_rdm": rdm}))
+        (folder / "done.json").write_text(json.dumps({"report": str(folder / "report.json")}))
         stages.append({"kind": "eval", "name": f"eval {arm} seed {seed}", "folder": str(folder), "arm": arm, "seed": seed})
     arms = {"baseline": {"baseline": None, "controls": []}, "sim": {"baseline": "baseline", "controls": ["shuffled"]},
             "shuffled": {"baseline": "baseline", "controls": []}}
@@ -126,8 +124,8 @@ def test_report_brain_columns_and_claims(tmp_path):
     summary = summarize(plan_json)
     m = summary["arms"]["sim"]["metrics"]
     assert m["eval/brain/layer1/ridge"]["mean"] == pytest.approx(np.mean([0.40, 0.43, 0.41]))
-    assert m["eval/brain_rdm/layer2/rsa"]["values"] == pytest.approx([0.05, 0.06, 0.07])
-    assert "eval/brain_rdm/layer1/rsa" not in m  # a NaN RSA is left out, not averaged
+    assert m["eval/rsa_rdm=layer2"]["values"] == pytest.approx([0.05, 0.06, 0.07])
+    assert "eval/rsa_rdm=layer1" not in m  # a missing score is left out, not averaged
     assert summary["brain"]["recording"] == {"name": "cowley2023-v4-210325", "tier": "test", "n_images": 128, "n_neurons": 50,
                                              "ceiling_median": 0.77}
     assert summary["brain"]["rdm"]["noise_ceiling"] is None
@@ -135,13 +133,15 @@ def test_report_brain_columns_and_claims(tmp_path):
     assert "median ceiling 0.770" in table and "`cowley2023-v4-210325` (tier test: 128 images, 50 neurons)" in table
     assert "no noise ceiling: the source holds the RDM only" in table
     assert "| predictivity layer1 (ridge, / ceiling) | 0.300 ± " in table and "| RSA vs RDM layer2 |" in table
-    assert "## Brain similarity" in tables(summary)
+    md = tables(summary)
+    assert "## Brain similarity" in md and sum(line.startswith("| RSA vs RDM layer2 |") for line in md.splitlines()) == 1  # its own table only
+    assert "spearman correlation of the layer's RDM with `mIT_674neurons` over its 92 images" in table
     rows = {(r["arm"], r["versus"], r["metric"]): r for r in summary["claims"]["rows"]}
     up = rows[("sim", "baseline", "eval/brain/layer1/ridge")]
     d = np.array([0.10, 0.11, 0.13])
     assert up["mean"] == pytest.approx(d.mean()) and up["ci95"] == pytest.approx(4.30265273 * d.std(ddof=1) / np.sqrt(3), rel=1e-6)
     assert up["verdict"] == "gain" and up["label"] == "predictivity layer1 (ridge, / ceiling)"
-    assert rows[("sim", "baseline", "eval/brain_rdm/layer2/rsa")]["verdict"] == "loss"  # -0.05 every seed
+    assert rows[("sim", "baseline", "eval/rsa_rdm=layer2")]["verdict"] == "loss"  # -0.05 every seed
     assert rows[("sim", "shuffled", "eval/brain/layer1/ridge")]["verdict"] == "no evidence"
     assert ("sim", "baseline", "eval/brain/layer1/rsa") not in rows  # the RSA vs the recording is shown, not claimed
     assert "predictivity layer1 (ridge, / ceiling) +0.113 ± " in claims_paragraph(summary["claims"])
@@ -150,8 +150,8 @@ def test_report_brain_columns_and_claims(tmp_path):
         folder = Path(st["folder"])
         report = json.loads((folder / "report.json").read_text())
         report.pop("brain")
+        report.pop("rsa_rdm")
         (folder / "report.json").write_text(json.dumps(report))
-        (folder / "done.json").write_text(json.dumps({"report": str(folder / "report.json")}))
     plain = summarize({**plan_json, "eval": {}})
     assert plain["brain"] == {"recording": None, "rdm": None} and brain_table(plain) == ""
     assert "Brain similarity" not in tables(plain)
@@ -185,6 +185,5 @@ def test_pixel_responses_replace_a_sources_responses_by_its_pixels():
         PixelResponses(src, channels=2)
 
 
-def test_evalspec_without_references_loads_nothing():
-    spec = EvalSpec()
-    assert spec.load_recording() is None and spec.load_rdm() is None
+def test_evalspec_without_a_recording_loads_nothing():
+    assert EvalSpec().load_recording() is None
