@@ -14,6 +14,11 @@ built on it, and each base must be used by at least one.
 
 All fits share one ``data/`` folder for the session, so twins, simulated recordings and
 target sets (cached by content key) are built once, however many configs use them.
+
+Configs of a recipe's ``real`` scale (``experiments/<recipe>/real/``) read small real data
+sets through their manifests: their ``fast_dev_run`` fits read them from a data directory
+filled through a local mirror of the shared copies (``tests/_realdata.py``; checksums
+verified), as ``$NEUROREG_DATA_DIR``. Those that fit a digital twin first are marked slow.
 """
 
 from pathlib import Path
@@ -21,6 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from _realdata import real_data  # noqa: F401  (a fixture)
 from neuroreg.cli import config_chain, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,10 +69,29 @@ def test_every_default_is_a_shipped_config_or_base():
             assert part in YAMLS, f"{config}: its defaults reach {part}, outside experiments/ (or in sweeps/)"
 
 
-@pytest.mark.parametrize("config", [c for c in CONFIGS if not needs_download(c)], ids=lambda p: str(p.relative_to(ROOT)))
-def test_config_fast_dev_run(config, tmp_path, monkeypatch, shared_data):
+def real_scale(path: Path) -> bool:
+    """Whether ``path`` is an arm of a recipe's ``real`` scale (``experiments/<recipe>/real/...``)."""
+    parts = path.relative_to(ROOT / "experiments").parts
+    return len(parts) >= 3 and parts[1] == "real"
+
+
+def _fast_dev_params() -> list:
+    params = []
+    for c in CONFIGS:
+        if needs_download(c):
+            continue
+        twin = real_scale(c) and any("neuroreg.targets.twin.TwinTargets" in part.read_text() for part in config_chain(c))
+        params.append(pytest.param(c, marks=pytest.mark.slow) if twin else c)
+    return params
+
+
+@pytest.mark.parametrize("config", _fast_dev_params(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_config_fast_dev_run(config, tmp_path, monkeypatch, shared_data, request):
     (tmp_path / "data").symlink_to(shared_data, target_is_directory=True)
     monkeypatch.chdir(tmp_path)
+    if real_scale(config):
+        monkeypatch.setenv("NEUROREG_DATA_DIR", str(request.getfixturevalue("real_data")))
+        monkeypatch.delenv("NEUROREG_DATA_MIRROR", raising=False)
     cli = run_cli(["fit", "--config", str(config), "--trainer.fast_dev_run=true"])
     assert cli.trainer.state.finished
 

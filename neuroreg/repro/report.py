@@ -159,14 +159,18 @@ def _is_brain(name: str) -> bool:
 
 def brain_metrics(names: Sequence[str]) -> list[str]:
     """The brain-similarity scalars of ``names`` the report's brain table shows, in their
-    order: per layer the normalised ridge predictivity and the RSA on the recording
-    (``eval/brain/<layer>/ridge``, ``.../rsa``), and the RSA against the RDM (``eval/rsa_rdm=<layer>``).
+    order within each group: the normalised ridge predictivity of each layer on the
+    recording (``eval/brain/<layer>/ridge``), the RSA on the recording (``.../rsa``), the
+    RSA against the RDM (``eval/rsa_rdm=<layer>``).
 
-    >>> brain_metrics(["eval/clean_accuracy", "eval/brain/layer1/ridge", "eval/brain/layer1/pls",
-    ...                "eval/brain/layer1/rsa", "eval/brain/layer1/cka", "eval/rsa_rdm=layer1"])
-    ['eval/brain/layer1/ridge', 'eval/brain/layer1/rsa', 'eval/rsa_rdm=layer1']
+    >>> brain_metrics(["eval/clean_accuracy", "eval/rsa_rdm=layer1", "eval/brain/layer1/ridge", "eval/brain/layer1/pls",
+    ...                "eval/brain/layer1/rsa", "eval/brain/layer1/cka", "eval/brain/layer2/ridge"])
+    ['eval/brain/layer1/ridge', 'eval/brain/layer2/ridge', 'eval/brain/layer1/rsa', 'eval/rsa_rdm=layer1']
     """
-    return [n for n in names if (n.startswith("eval/brain/") and n.endswith(("/ridge", "/rsa"))) or n.startswith("eval/rsa_rdm=")]
+    groups = ([n for n in names if n.startswith("eval/brain/") and n.endswith("/ridge")],
+              [n for n in names if n.startswith("eval/brain/") and n.endswith("/rsa")],
+              [n for n in names if n.startswith("eval/rsa_rdm=")])
+    return [n for group in groups for n in group]
 
 
 def brain_claim_metrics(names: Sequence[str]) -> list[str]:
@@ -209,13 +213,14 @@ def reference_name(ref: Any) -> str | None:
     return None if ref is None else str(ref)
 
 
-def brain_notes(reports: Sequence[Mapping[str, Any]], recording: str | None = None) -> dict[str, Any]:
-    """What bounds the brain-similarity rows, from the evaluations' reports (``recording``:
-    the recording's name for the notes, see :func:`reference_name`).
+def brain_notes(reports: Sequence[Mapping[str, Any]], recording: str | None = None, rdm_name: str | None = None) -> dict[str, Any]:
+    """What bounds the brain-similarity rows, from the evaluations' reports (``recording``,
+    ``rdm_name``: how the recipe names them, for the notes; default for the RDM: the
+    file the report names).
 
     Returns:
         ``{"recording": {"name", "tier", "n_images", "n_neurons", "ceiling_median"} or None,
-        "rdm": {"name", "n_images", "method", "noise_ceiling", "noise_ceiling_note"} or None}``:
+        "rdm": {"name", "species", "area", "n_images", "method", "noise_ceiling", "noise_ceiling_note"} or None}``:
         the recording's ceiling is the median split-half (Spearman–Brown) reliability over
         its neurons, the one the predictivity is divided by; the RDM's from the report's
         ``rsa_rdm`` section (``rdm``, ``ceiling``, ``ceiling_reason``). Every report holds
@@ -228,7 +233,8 @@ def brain_notes(reports: Sequence[Mapping[str, Any]], recording: str | None = No
             "name": recording, "tier": rec.get("tier"), "n_images": rec.get("n_images"), "n_neurons": rec.get("n_neurons"),
             "ceiling_median": (rec.get("ridge") or {}).get("ceiling_median")},
         "rdm": None if rdm is None else {
-            "name": rdm.get("rdm"), "n_images": rdm.get("n_images"), "method": rdm.get("method"),
+            "name": rdm_name or rdm.get("rdm"), "species": rdm.get("species"), "area": rdm.get("area"),
+            "n_images": rdm.get("n_images"), "method": rdm.get("method"),
             "noise_ceiling": rdm.get("ceiling"), "noise_ceiling_note": rdm.get("ceiling_reason")},
     }
 
@@ -400,7 +406,8 @@ def summarize(plan: dict[str, Any]) -> dict[str, Any]:
         failed[st["arm"]] += failed_checks(report, st["seed"])
         loaded.append(report)
     summary = summary_of(plan, per_arm, reports, failed)
-    summary["brain"] = brain_notes(loaded, reference_name((plan.get("eval") or {}).get("recording")))
+    spec = plan.get("eval") or {}
+    summary["brain"] = brain_notes(loaded, reference_name(spec.get("recording")), (spec.get("budget") or {}).get("rsa_rdm"))
     return summary
 
 
@@ -507,8 +514,9 @@ def brain_table(summary: Mapping[str, Any]) -> str:
             bound_text = f"its noise ceiling is {bound:.3f}"
         else:
             bound_text = f"no noise ceiling: {rdm.get('noise_ceiling_note') or 'the data do not allow one'}"
-        md.append(f"RSA vs RDM: {rdm.get('method') or 'rank'} correlation of the layer's RDM with `{rdm.get('name')}` over its "
-                  f"{rdm.get('n_images')} images; {bound_text}.\n")
+        whose = " ".join(str(v) for v in (rdm.get("species"), rdm.get("area")) if v)
+        md.append(f"RSA vs RDM: {rdm.get('method') or 'rank'} correlation of the layer's RDM with the {whose + ' ' if whose else ''}"
+                  f"RDM `{rdm.get('name')}` over its {rdm.get('n_images')} images; {bound_text}.\n")
     md.append("\n| measure | " + " | ".join(arms) + " |\n|---|" + "---|" * len(arms) + "\n")
     for n in rows:
         md.append(f"| {brain_label(n)} | " + " | ".join(mean_ci_cell(summary["arms"][a]["metrics"].get(n)) for a in arms) + " |\n")

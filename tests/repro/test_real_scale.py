@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from _realdata import real_data_dir
 
 from neuroreg.repro.recipe import EvalSpec, ManifestRef, RecipeError, load_recipe
 
@@ -109,7 +110,7 @@ def test_report_brain_columns_and_claims(tmp_path):
     for (arm, seed), score in ridge.items():
         folder = tmp_path / f"{arm}{seed}"
         folder.mkdir()
-        rdm = {"rdm": "mIT_674neurons", "layers": ["layer1", "layer2"], "score": [None, it[(arm, seed)]], "n_images": 92,
+        rdm = {"rdm": "data/rdms/it.h5", "species": "macaque", "area": "IT", "layers": ["layer1", "layer2"], "score": [None, it[(arm, seed)]], "n_images": 92,
                "method": "spearman", "ci_low": [None, 0.0], "ci_high": [None, 0.3], "ceiling": None,
                "ceiling_reason": "the source holds the RDM only, no repeated measurements"}
         report = {"clean_accuracy": 0.9, "brain": _brain_section(score, 0.2), "rsa_rdm": rdm, "complete": True}
@@ -119,7 +120,8 @@ def test_report_brain_columns_and_claims(tmp_path):
     arms = {"baseline": {"baseline": None, "controls": []}, "sim": {"baseline": "baseline", "controls": ["shuffled"]},
             "shuffled": {"baseline": "baseline", "controls": []}}
     plan_json = {"recipe": "t", "title": "T", "scale": "real", "baseline": "baseline", "arms": arms, "seeds": [0, 1, 2],
-                 "eval": {"recording": {"manifest": "cowley2023-v4-210325", "options": {}}, "layers": ["layer1", "layer2"]},
+                 "eval": {"recording": {"manifest": "cowley2023-v4-210325", "options": {}}, "layers": ["layer1", "layer2"],
+                          "budget": {"rsa_rdm": "kriegeskorte2008-it92", "rsa_layers": ["layer1", "layer2"]}},
                  "stages": stages}
     summary = summarize(plan_json)
     m = summary["arms"]["sim"]["metrics"]
@@ -135,7 +137,8 @@ def test_report_brain_columns_and_claims(tmp_path):
     assert "| predictivity layer1 (ridge, / ceiling) | 0.300 ± " in table and "| RSA vs RDM layer2 |" in table
     md = tables(summary)
     assert "## Brain similarity" in md and sum(line.startswith("| RSA vs RDM layer2 |") for line in md.splitlines()) == 1  # its own table only
-    assert "spearman correlation of the layer's RDM with `mIT_674neurons` over its 92 images" in table
+    assert "spearman correlation of the layer's RDM with the macaque IT RDM `kriegeskorte2008-it92` over its 92 images" in table
+    assert table.index("| predictivity layer1") < table.index("| RSA vs recording layer1") < table.index("| RSA vs RDM layer2")
     rows = {(r["arm"], r["versus"], r["metric"]): r for r in summary["claims"]["rows"]}
     up = rows[("sim", "baseline", "eval/brain/layer1/ridge")]
     d = np.array([0.10, 0.11, 0.13])
@@ -187,3 +190,69 @@ def test_pixel_responses_replace_a_sources_responses_by_its_pixels():
 
 def test_evalspec_without_a_recording_loads_nothing():
     assert EvalSpec().load_recording() is None
+
+
+CUT_RECIPE = """
+title: "Pirlot et al. 2022 real scale, cut to seconds"
+reference: "none"
+scales:
+  real:
+    description: "two arms of the pirlot2022 real scale, one epoch of three batches, a tiny evaluation"
+    fetch: [cowley2023-v4-210325, kriegeskorte2008-it92]
+    arms:
+      baseline: ROOT/experiments/pirlot2022/real/baseline.yaml
+      dcca: ROOT/experiments/pirlot2022/real/dcca.yaml
+    baseline: baseline
+    overrides: ["--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1"]
+    eval:
+      suite: quick
+      budget: {max_images: 32, corruptions: [gaussian_noise], severities: [1], linf_epsilons: [0.0], fgsm: false,
+               l2_epsilons: [], minimal_images: 0, square_images: 0, check_images: 8, pgd_steps: 2, noise_sigmas: [0.0, 0.2],
+               robust_images: 8, decision_images: 0, rsa_rdm: kriegeskorte2008-it92, rsa_layers: [layer3], rsa_bootstrap: 0}
+      recording: {manifest: cowley2023-v4-210325, options: {downsample: 2}}
+      layers: [layer3]
+"""
+
+
+@pytest.fixture(scope="module")
+def v4_and_it(tmp_path_factory) -> Path:
+    """A data directory with V4 session 210325 and the IT RDM, fetched through the local mirror."""
+    return real_data_dir(tmp_path_factory, ["cowley2023-v4-210325", "kriegeskorte2008-it92"])
+
+
+@pytest.mark.slow
+def test_real_scale_repro_on_the_real_bytes(tmp_path, monkeypatch, v4_and_it, capsys):
+    """Two arms of a shipped real scale, cut to seconds, on the real V4 session and IT RDM
+    (fetched through the local mirror, checksums verified): fit, evaluation with brain
+    similarity, report with the brain table and brain claims."""
+    from neuroreg.cli import main
+
+    recipe = tmp_path / "cut"
+    recipe.mkdir()
+    (recipe / "recipe.yaml").write_text(CUT_RECIPE.replace("ROOT", str(ROOT)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NEUROREG_DATA_MIRROR", raising=False)
+    monkeypatch.setenv("NEUROREG_DATA_DIR", str(v4_and_it))  # main() sets it from --data-dir; restored after the test
+    out = tmp_path / "out"
+    argv = ["repro", str(recipe), "--scale", "real", "--seeds", "1", "--out", str(out), "--no-progress", "--jobs", "1",
+            "--data-dir", str(v4_and_it)]
+    assert main(argv) == 0
+    assert "## Brain similarity" in capsys.readouterr().out
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    rec = summary["brain"]["recording"]
+    # session 210325's test tier (by image content): 135 images, 50 neurons, median split-half ceiling 0.73
+    assert (rec["name"], rec["tier"], rec["n_images"], rec["n_neurons"]) == ("cowley2023-v4-210325", "test", 135, 50)
+    assert rec["ceiling_median"] == pytest.approx(0.729, abs=0.01)
+    rdm = summary["brain"]["rdm"]
+    assert (rdm["name"], rdm["n_images"], rdm["area"], rdm["noise_ceiling"]) == ("kriegeskorte2008-it92", 92, "IT", None)
+    assert rdm["noise_ceiling_note"]
+    for arm in ("baseline", "dcca"):
+        m = summary["arms"][arm]["metrics"]
+        assert -0.5 < m["eval/brain/layer3/ridge"]["mean"] < 1.5 and -1 <= m["eval/rsa_rdm=layer3"]["mean"] <= 1
+    claimed = {(r["arm"], r["versus"], r["metric"]) for r in summary["claims"]["rows"]}
+    assert {("dcca", "baseline", "eval/brain/layer3/ridge"), ("dcca", "baseline", "eval/rsa_rdm=layer3")} <= claimed
+    # the DCCA arm's neural batches are the 50 recorded V4 neurons, the eval reference the same session's held-out images
+    plan_json = json.loads((out / "repro.json").read_text())
+    targets = [json.loads((Path(s["folder"]) / "done.json").read_text()) for s in plan_json["stages"] if s["kind"] == "targets"]
+    assert [t["num_neurons"] for t in targets] == [{"v4": 50}]
+    assert plan_json["eval"]["recording"] == {"manifest": "cowley2023-v4-210325", "options": {"downsample": 2}}
