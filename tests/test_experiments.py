@@ -88,6 +88,10 @@ def _fast_dev_params() -> list:
 @pytest.mark.parametrize("config", _fast_dev_params(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_config_fast_dev_run(config, tmp_path, monkeypatch, shared_data, request):
     (tmp_path / "data").symlink_to(shared_data, target_is_directory=True)
+    if any("kriegeskorte2008-it92" in part.read_text() for part in config_chain(config)):
+        from _rdmdata import it92_environment  # the real 92-image IT RDM, from the shared data
+
+        it92_environment(monkeypatch, tmp_path)
     monkeypatch.chdir(tmp_path)
     if real_scale(config):
         monkeypatch.setenv("NEUROREG_DATA_DIR", str(request.getfixturevalue("real_data")))

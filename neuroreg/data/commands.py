@@ -25,7 +25,6 @@ from .fetch import (
     verify,
 )
 from .manifests import Manifest, ManifestError, find_manifest, load_manifests
-from .recording import NeuralRecording
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,15 +45,15 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("name")
     s = sub.add_parser("fetch", help="download and verify a data set", parents=[common])
     s.add_argument("name")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--mirror", default=None, help=mirror_help)
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s = sub.add_parser("convert", help="convert a fetched data set to a NeuralRecording .h5", parents=[common])
     s.add_argument("name")
     s.add_argument("--out", required=True, help="output .h5 file (written atomically)")
     s.add_argument("--trust-pickle", action="store_true", help="unpickle even without a confirmed sha256 (runs code!)")
+    s.add_argument("--mirror", default=None, help=mirror_help + ", with --fetch")
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="override a reader option (YAML value)")
     s.add_argument("--fetch", action="store_true", help="fetch missing files first")
-    s.add_argument("--mirror", default=None, help=mirror_help)
     return p
 
 
@@ -138,7 +137,8 @@ def convert(m: Manifest, out, data_dir=None, *, trust_pickle: bool = False, opti
     unknown = sorted(set(kwargs) - set(params))
     if unknown and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
         raise ManifestError(f"{m.path}: field 'reader.options': {m.reader_function} has no arguments {unknown}")
-    recording = reader(**kwargs)  # a NeuralRecording, or another type with .save(path) (e.g. an RDM)
+    recording = reader(**kwargs)
+    # a NeuralRecording, or another type with .save(path) (e.g. an RDM): stamp the fields it has
     stamp = {"source": f"{m.name}:{getattr(recording, 'source', '')}", "citation": m.citation.strip(), "license": m.license_id}
     if dataclasses.is_dataclass(recording):
         names = {f.name for f in dataclasses.fields(recording)}
@@ -167,6 +167,8 @@ def main(argv: list[str]) -> int:
             if args.fetch:
                 fetch(m, args.data_dir, progressbar=True, mirror=args.mirror)
             rec = convert(m, args.out, args.data_dir, trust_pickle=args.trust_pickle, options=_parse_options(args.option))
+            from .recording import NeuralRecording
+
             if isinstance(rec, NeuralRecording):
                 print(f"wrote {args.out}: {rec.n_images} images, {rec.n_trials} trials, {rec.n_neurons} neurons, tiers {rec.tiers}")
             else:

@@ -197,6 +197,8 @@ class RegularizedClassifier(pl.LightningModule):
 
     def _check_dissimilarity_sources(self, metrics: dict[str, str]) -> None:
         """Regularizers reading a source that gives an RDM must accept one, with its metric."""
+        if not metrics:
+            return
         for name, reg in self.regularizers.items():
             src = self.source_of(name)
             if src not in metrics:

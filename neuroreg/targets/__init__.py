@@ -8,6 +8,9 @@
 - :mod:`~neuroreg.targets.sources`: sources from data (simulated ground truth, a
   TargetSet file, a recording's responses);
 - :mod:`~neuroreg.targets.controls`: the control sources (shuffled, pixels, random network);
+- :mod:`~neuroreg.targets.rdm`: neural data that is only an RDM over a set of images
+  (:class:`~neuroreg.targets.rdm.RDMTargets`) and its neural-batch sources for RSA
+  (file, manifest converted on demand, image-shuffled and pixel-RDM controls);
 - :mod:`~neuroreg.targets.twin`: targets predicted by a digital twin (fitted from its config);
 - :mod:`~neuroreg.targets.writer`: streaming a twin's predictions into a TargetSet
   (the ``neuroreg predict`` callback).

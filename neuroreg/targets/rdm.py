@@ -239,7 +239,7 @@ class RDMTargets:
         path = Path(path)
         str_dt = h5py.string_dtype("utf-8")
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-            f.create_dataset("images", data=self.images, chunks=(1, *self.images.shape[1:]))
+            f.create_dataset("images", data=self.images, chunks=(1, *self.images.shape[1:]), compression="gzip")
             if self.image_ids.dtype == object:
                 f.create_dataset("image_ids", data=self.image_ids.astype(str).tolist(), dtype=str_dt)
             else:
@@ -413,10 +413,9 @@ class ManifestRDM(RDMSource):
         from neuroreg.data.fetch import fetch, verify
 
         m = self._manifest()
-        if self.fetch:
-            results = fetch(m, self.data_dir, progressbar=False, echo=lambda *a: None)
-        else:
-            results = verify(m, self.data_dir)
+        results = verify(m, self.data_dir)
+        if self.fetch and any(v.status == "missing" for v in results):
+            results = fetch(m, self.data_dir, progressbar=False)  # prints the license notice first
         missing = [str(v.path) for v in results if v.status == "missing"]
         if missing:
             raise FileNotFoundError(f"{m.name}: not fetched yet: {', '.join(missing)}; run `neuroreg data fetch {m.name}`")

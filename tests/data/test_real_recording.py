@@ -24,7 +24,8 @@ def npz_bytes(n=20, k=3, seed=0):
     rng = np.random.default_rng(seed)
     buf = io.BytesIO()
     np.savez(buf, images=rng.integers(0, 256, (n, 8, 8)).astype(np.uint8),
-             responses=rng.poisson(3.0, size=(n, k)).astype(np.float32))
+             responses=rng.poisson(3.0, size=(n, k)).astype(np.float32),
+             tiers=np.array(["train"] * (n - 8) + ["validation"] * 4 + ["test"] * 4))
     return buf.getvalue()
 
 
@@ -39,9 +40,9 @@ def write_manifest(folder, url, name="toyrec", kind="neural"):
                    "sha256_status": "confirmed", "size": len(PAYLOAD), "format": "npz"}],
         "license": {"id": "CC-BY-4.0", "url": "https://creativecommons.org/licenses/by/4.0/", "non_commercial": False},
         "citation": "Doe, J. (2024). Toy responses.",
-        "reader": {"function": "neuroreg.data.readers.arrays.read_arrays", "options": {"response_unit": "spikes"}}
+        "reader": {"function": "neuroreg.data.readers.arrays.read_arrays", "options": {"response_unit": "spikes", "pixels_per_degree": 1.0}}
         if kind == "neural" else None,
-        "split": "seeded image-level split",
+        "split": "given by tiers",
     }
     folder.mkdir(exist_ok=True)
     (folder / f"{name}.yaml").write_text(yaml.safe_dump(raw))
@@ -74,9 +75,9 @@ def test_fetches_converts_and_caches_by_content(toy):
     assert again.fingerprint() == src.fingerprint() and again.path == src.path
     np.testing.assert_array_equal(again.load().responses, rec.responses)
     assert (tmp / "cache" / cached[0]).stat().st_mtime_ns == mtime and len(server.requests) == 1
-    other = ManifestRecording("toyrec", **args, options={"response_unit": "a.u.", "seed": 1})
+    other = ManifestRecording("toyrec", **args, options={"pixels_per_degree": 2.0})
     assert other.fingerprint() != src.fingerprint()
-    assert other.load().response_unit == "a.u." and len(os.listdir(tmp / "cache")) == 2
+    assert other.load().pixels_per_degree == 2.0 and len(os.listdir(tmp / "cache")) == 2
 
 
 def test_a_changed_file_is_refused_not_converted(toy):
