@@ -88,14 +88,15 @@ def _fast_dev_params() -> list:
 @pytest.mark.parametrize("config", _fast_dev_params(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_config_fast_dev_run(config, tmp_path, monkeypatch, shared_data, request):
     (tmp_path / "data").symlink_to(shared_data, target_is_directory=True)
-    if any("kriegeskorte2008-it92" in part.read_text() for part in config_chain(config)):
+    if real_scale(config):  # every copied real data set (V4 sessions, the IT RDM), with the shipped manifests
+        monkeypatch.setenv("NEUROREG_DATA_DIR", str(request.getfixturevalue("real_data")))
+        monkeypatch.delenv("NEUROREG_DATA_MIRROR", raising=False)
+        monkeypatch.delenv("NEUROREG_MANIFEST_DIR", raising=False)
+    elif any("kriegeskorte2008-it92" in part.read_text() for part in config_chain(config)):
         from _rdmdata import it92_environment  # the real 92-image IT RDM, from the shared data
 
         it92_environment(monkeypatch, tmp_path)
     monkeypatch.chdir(tmp_path)
-    if real_scale(config):
-        monkeypatch.setenv("NEUROREG_DATA_DIR", str(request.getfixturevalue("real_data")))
-        monkeypatch.delenv("NEUROREG_DATA_MIRROR", raising=False)
     cli = run_cli(["fit", "--config", str(config), "--trainer.fast_dev_run=true"])
     assert cli.trainer.state.finished
 
