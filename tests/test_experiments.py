@@ -15,10 +15,11 @@ built on it, and each base must be used by at least one.
 All fits share one ``data/`` folder for the session, so twins, simulated recordings and
 target sets (cached by content key) are built once, however many configs use them.
 
-Configs of a recipe's ``real`` scale (``experiments/<recipe>/real/``) read small real data
-sets through their manifests: their ``fast_dev_run`` fits read them from a data directory
-filled through a local mirror of the shared copies (``tests/_realdata.py``; checksums
-verified), as ``$NEUROREG_DATA_DIR``. Those that fit a digital twin first are marked slow.
+Configs of a recipe's ``real`` scale (``experiments/<recipe>/real/``), and others that read
+small real data sets through their manifests, run their ``fast_dev_run`` fits with
+``$NEUROREG_DATA_DIR`` pointing at the real data sets, fetched through a local mirror of
+the shared copies (``tests/_realdata.py``; checksums verified). Those of a real scale that
+fit a digital twin first are marked slow.
 """
 
 from pathlib import Path
@@ -70,9 +71,13 @@ def test_every_default_is_a_shipped_config_or_base():
 
 
 def real_scale(path: Path) -> bool:
-    """Whether ``path`` is an arm of a recipe's ``real`` scale (``experiments/<recipe>/real/...``)."""
+    """Whether ``path`` reads real data sets through their manifests: an arm of a recipe's
+    ``real`` scale (``experiments/<recipe>/real/...``), or a config that names a manifest
+    source (e.g. ``regularizers/multi_species_real.yaml``)."""
     parts = path.relative_to(ROOT / "experiments").parts
-    return len(parts) >= 3 and parts[1] == "real"
+    if len(parts) >= 3 and parts[1] == "real":
+        return True
+    return any(src in part.read_text() for part in config_chain(path) for src in ("ManifestRecording", "ManifestRDM"))
 
 
 def _fast_dev_params() -> list:
