@@ -256,3 +256,75 @@ def test_real_scale_repro_on_the_real_bytes(tmp_path, monkeypatch, v4_and_it, ca
     targets = [json.loads((Path(s["folder"]) / "done.json").read_text()) for s in plan_json["stages"] if s["kind"] == "targets"]
     assert [t["num_neurons"] for t in targets] == [{"v4": 50}]
     assert plan_json["eval"]["recording"] == {"manifest": "cowley2023-v4-210325", "options": {"downsample": 2}}
+
+
+REAL_SCALES = {  # recipe -> (the regularized arm, its controls, brain-similarity layers)
+    "quickstart": ("similarity", ("shuffled", "pixels", "random_network"), ("layer3",)),
+    "federer2020": ("rsa", ("shuffled", "pixels"), ("layer2", "layer3")),
+    "pirlot2022": ("dcca", ("shuffled", "pixels"), ("layer2", "layer3")),
+    "safarani2021": ("cotraining", ("shuffled", "pixels"), ("layer2", "layer3")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_SCALES))
+def test_shipped_real_scales(name, tmp_path):
+    """Each real scale: its arms and controls, an evaluation against V4 session 210325 and
+    the IT RDM, manifests fetched first, controls that differ from the arm only in their
+    data, and a plan (twin stage included where a twin makes the targets)."""
+    from neuroreg.repro.runner import plan, resolved_config
+
+    arm, controls, layers = REAL_SCALES[name]
+    recipe = load_recipe(name)
+    scale = recipe.scale("real")
+    assert [a.label for a in scale.arms] == ["baseline", arm, *controls] and scale.baseline == "baseline"
+    assert scale.arm(arm).controls == controls
+    assert scale.eval.recording == ManifestRef("cowley2023-v4-210325", {"downsample": 2}) and scale.eval.layers == layers
+    budget = scale.eval.make_budget()
+    assert budget.rsa_rdm == "kriegeskorte2008-it92" and budget.rsa_layers == layers
+    assert set(scale.fetch) == {"cowley2023-v4-210325", "kriegeskorte2008-it92"}
+    assert "V4" in scale.description and "stand" in scale.description  # the substitution is stated
+    regularized = resolved_config(scale.arm(arm).config, [])
+    for control in controls:
+        cfg = resolved_config(scale.arm(control).config, [])
+        assert cfg["model"] == regularized["model"], f"{name}: {control} differs from {arm} in its model"
+        rest = lambda c: {k: v for k, v in c["data"]["init_args"].items() if k not in ("targets", "neural")}
+        assert rest(cfg) == rest(regularized) and cfg["data"] != regularized["data"]
+        assert {k: v for k, v in cfg["trainer"].items() if k not in ("logger", "default_root_dir")} == {
+            k: v for k, v in regularized["trainer"].items() if k not in ("logger", "default_root_dir")}
+    stages = plan(recipe, scale, [0, 1, 2], tmp_path / "out", progress=False)
+    n_arms = 2 + len(controls)
+    assert sum(s.kind == "fit" for s in stages) == 3 * n_arms and sum(s.kind == "eval" for s in stages) == 3 * n_arms
+    assert sum(s.kind == "twin" for s in stages) == (1 if name == "quickstart" else 0)  # one twin for the arm and its shuffle
+
+
+def test_neural_batch_controls_on_the_real_v4_session(tmp_path, monkeypatch, v4_and_it):
+    """The federer2020 real arms' neural batches: the recorded V4 train tier, the same
+    responses permuted across its stimuli, and those stimuli's pooled pixels."""
+    from pytorch_lightning import LightningDataModule, LightningModule
+
+    from neuroreg.cli import NeuroregCLI
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEUROREG_DATA_DIR", str(v4_and_it))
+    monkeypatch.delenv("NEUROREG_DATA_MIRROR", raising=False)
+    loaded = {}
+    for arm in ("rsa", "shuffled", "pixels"):
+        cli = NeuroregCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                          args=["--config", str(ROOT / "experiments" / "federer2020" / "real" / f"{arm}.yaml")], run=False,
+                          auto_configure_optimizers=False)
+        loaded[arm] = cli.datamodule.neural["v4"].load()
+    stimuli, responses = loaded["rsa"]
+    # 452 train-tier images of session 210325 (by content), 56x56 RGB after the 2x downsampling, 50 neurons
+    assert stimuli.shape == (452, 3, 56, 56) and responses.shape == (452, 50)
+    assert np.all(np.isfinite(responses)) and responses.min() >= 0
+    s_stim, s_resp = loaded["shuffled"]
+    np.testing.assert_array_equal(s_stim, stimuli)
+    assert not np.array_equal(s_resp, responses)
+    np.testing.assert_array_equal(np.sort(s_resp, axis=0), np.sort(responses, axis=0))  # a permutation of the rows
+    p_stim, p_resp = loaded["pixels"]
+    np.testing.assert_array_equal(p_stim, stimuli)
+    assert p_resp.shape == (452, 64)
+    from neuroreg.imageops import to_grayscale
+
+    grey = to_grayscale(torch.from_numpy(stimuli))[:, 0].numpy()
+    np.testing.assert_allclose(p_resp[:, 0], grey[:, :7, :7].mean(axis=(1, 2)), rtol=1e-5)
