@@ -14,6 +14,12 @@ built on it, and each base must be used by at least one.
 
 All fits share one ``data/`` folder for the session, so twins, simulated recordings and
 target sets (cached by content key) are built once, however many configs use them.
+
+Configs of a recipe's ``real`` scale (``experiments/<recipe>/real/``), and others that read
+small real data sets through their manifests, run their ``fast_dev_run`` fits with
+``$NEUROREG_DATA_DIR`` pointing at the real data sets, fetched through a local mirror of
+the shared copies (``tests/_realdata.py``; checksums verified). Those of a real scale that
+fit a digital twin first are marked slow.
 """
 
 from pathlib import Path
@@ -21,6 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from _realdata import real_data  # noqa: F401  (a fixture)
 from neuroreg.cli import config_chain, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,10 +70,34 @@ def test_every_default_is_a_shipped_config_or_base():
             assert part in YAMLS, f"{config}: its defaults reach {part}, outside experiments/ (or in sweeps/)"
 
 
-@pytest.mark.parametrize("config", [c for c in CONFIGS if not needs_download(c)], ids=lambda p: str(p.relative_to(ROOT)))
-def test_config_fast_dev_run(config, tmp_path, monkeypatch, shared_data):
+def real_scale(path: Path) -> bool:
+    """Whether ``path`` reads real data sets through their manifests: an arm of a recipe's
+    ``real`` scale (``experiments/<recipe>/real/...``), or a config that names a manifest
+    source (e.g. ``regularizers/multi_species_real.yaml``)."""
+    parts = path.relative_to(ROOT / "experiments").parts
+    if len(parts) >= 3 and parts[1] == "real":
+        return True
+    return any(src in part.read_text() for part in config_chain(path) for src in ("ManifestRecording", "ManifestRDM"))
+
+
+def _fast_dev_params() -> list:
+    params = []
+    for c in CONFIGS:
+        if needs_download(c):
+            continue
+        twin = real_scale(c) and any("neuroreg.targets.twin.TwinTargets" in part.read_text() for part in config_chain(c))
+        params.append(pytest.param(c, marks=pytest.mark.slow) if twin else c)
+    return params
+
+
+@pytest.mark.parametrize("config", _fast_dev_params(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_config_fast_dev_run(config, tmp_path, monkeypatch, shared_data, request):
     (tmp_path / "data").symlink_to(shared_data, target_is_directory=True)
-    if any("kriegeskorte2008-it92" in part.read_text() for part in config_chain(config)):
+    if real_scale(config):  # every copied real data set (V4 sessions, the IT RDM), with the shipped manifests
+        monkeypatch.setenv("NEUROREG_DATA_DIR", str(request.getfixturevalue("real_data")))
+        monkeypatch.delenv("NEUROREG_DATA_MIRROR", raising=False)
+        monkeypatch.delenv("NEUROREG_MANIFEST_DIR", raising=False)
+    elif any("kriegeskorte2008-it92" in part.read_text() for part in config_chain(config)):
         from _rdmdata import it92_environment  # the real 92-image IT RDM, from the shared data
 
         it92_environment(monkeypatch, tmp_path)

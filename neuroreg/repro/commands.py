@@ -52,7 +52,8 @@ def parser() -> argparse.ArgumentParser:
                    help="--launcher local: stages at a time, each with cores/jobs threads (default auto: one per CPU "
                         "core, at most 4, on a machine without a GPU; 1 with a GPU)")
     p.add_argument("--wandb", metavar="PROJECT", help="also log every fit to this W&B project (grouped by recipe)")
-    p.add_argument("--data-dir", help="where manifests' files are fetched (default: neuroreg data's default)")
+    p.add_argument("--data-dir", help="where manifests' files are fetched and read, by the fetch stages and by the "
+                                      "data sources of fits and evaluations ($NEUROREG_DATA_DIR; default: neuroreg data's default)")
     p.add_argument("--dry-run", action="store_true", help="print the stages and whether they are done, then exit")
     p.add_argument("--no-progress", action="store_true", help="no Lightning progress bars in the stages' logs")
     add_launcher_arguments(p)
@@ -93,6 +94,8 @@ def main(argv: list[str]) -> int:
         seeds = list(dict.fromkeys(args.seed_list)) if args.seed_list else list(range(args.seeds))
         recipe = load_recipe(args.recipe)
         scale = recipe.scale(args.scale)
+        if args.data_dir:  # the fits' and evaluations' own data sources (e.g. a ManifestRecording) read from it too
+            os.environ["NEUROREG_DATA_DIR"] = str(Path(args.data_dir).resolve())
         out = (args.out or Path("runs") / "repro" / f"{recipe.name}-{scale.name}").resolve()
         stages = plan(recipe, scale, seeds, out, wandb_project=args.wandb, data_dir=args.data_dir, progress=not args.no_progress)
     except (RecipeError, ReproError, KeyError, FileNotFoundError) as err:

@@ -24,6 +24,15 @@ the baseline, and the evaluation budget::
         overrides: []
         eval: {suite: quick, budget: {max_images: 256}, data: null, recording: null, layers: []}
 
+The evaluation's brain similarity (:func:`neuroreg.evaluation.brain.brain_similarity`)
+needs ``layers`` (backbone module paths) and a held-out ``recording``: a NeuralRecording
+``.h5`` path relative to the recipe folder, or a data manifest,
+``{manifest: cowley2023-v4-210325, options: {...}}``, converted on demand
+(:class:`~neuroreg.data.recording_sources.ManifestRecording`; ``options`` go to the
+manifest's reader); its test tier gives ceiling-normalised neural predictivity. RSA
+against an RDM over its own images is a budget field (``rsa_rdm``, ``rsa_layers``; see
+:class:`~neuroreg.evaluation.suite.Budget`).
+
 Paths are relative to the recipe's folder. An arm's config may start from others through
 its ``defaults:`` list (see :mod:`neuroreg.cli`); the recipe names the arm's own file.
 Each arm is compared with a baseline arm: its own ``baseline`` when it names one, else
@@ -80,13 +89,27 @@ class Arm:
 
 
 @dataclass(frozen=True)
+class ManifestRef:
+    """A recording named by its data manifest, converted on demand with ``options``
+    for the manifest's reader (see :class:`~neuroreg.data.recording_sources.ManifestRecording`)."""
+
+    manifest: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able form (a cache-key component)."""
+        return {"manifest": self.manifest, "options": self.options}
+
+
+@dataclass(frozen=True)
 class EvalSpec:
-    """How every arm is evaluated: a suite, budget overrides, optional data and recording."""
+    """How every arm is evaluated: a suite, budget overrides, optional data, and the
+    held-out recording of brain similarity with the layers it scores."""
 
     suite: str = "quick"
     budget: dict[str, Any] = field(default_factory=dict)
     data: Path | None = None
-    recording: Path | None = None
+    recording: Path | ManifestRef | None = None
     layers: tuple[str, ...] = ()
 
     def make_budget(self):
@@ -95,6 +118,28 @@ class EvalSpec:
 
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.budget.items()}
         return budget_for(self.suite, **values)
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON-able spec: what an evaluation's content key hashes and the plan records
+        (a path recording as its path, a manifest one as ``{"manifest", "options"}``)."""
+        from .stages import config_digest
+
+        recording = self.recording.describe() if isinstance(self.recording, ManifestRef) else (
+            None if self.recording is None else str(self.recording))
+        return {"suite": self.suite, "budget": self.budget, "layers": list(self.layers),
+                "data": config_digest(self.data) if self.data else None, "recording": recording}
+
+    def load_recording(self, data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike = "data/recordings"):
+        """The recording brain similarity is measured on: the ``.h5`` path as given, or the
+        manifest's :class:`~neuroreg.data.recording.NeuralRecording` (fetched if missing,
+        checksums verified, converted with its reader and cached by content in
+        ``cache_dir``); ``None`` without one."""
+        if not isinstance(self.recording, ManifestRef):
+            return self.recording
+        from neuroreg.data.recording_sources import ManifestRecording
+
+        return ManifestRecording(self.recording.manifest, data_dir=None if data_dir is None else str(data_dir),
+                                 cache_dir=str(cache_dir), options=dict(self.recording.options) or None).load()
 
 
 @dataclass(frozen=True)
@@ -196,6 +241,30 @@ def _unknown(raw: dict, allowed: set[str], path: Path, where: str) -> None:
         _fail(path, f"{prefix}{extra[0]}", f"one of {sorted(allowed)}", extra[0])
 
 
+def _reference(raw: Any, path: Path, where: str) -> Path | ManifestRef | None:
+    """The brain-similarity recording: ``None``, a path relative to the recipe folder, or
+    ``{manifest: NAME, options: {...}}`` naming a known data manifest."""
+    if raw is None:
+        return None
+    if isinstance(raw, str) and raw:
+        return (path.parent / raw).resolve()
+    if not isinstance(raw, dict):
+        _fail(path, where, "a file path relative to the recipe folder or {manifest: NAME, options: {...}}", raw)
+    _unknown(raw, {"manifest", "options"}, path, where)
+    name, options = raw.get("manifest"), raw.get("options") or {}
+    if not isinstance(name, str) or not name:
+        _fail(path, f"{where}.manifest", "a data manifest name", name)
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        _fail(path, f"{where}.options", "a mapping of reader options", options)
+    from neuroreg.data.manifests import ManifestError, find_manifest
+
+    try:
+        find_manifest(name)
+    except (ManifestError, KeyError, FileNotFoundError) as err:
+        raise RecipeError(f"{path}: field '{where}.manifest': {err}") from err
+    return ManifestRef(name, dict(options))
+
+
 def _parse_eval(raw: Any, path: Path, where: str) -> EvalSpec:
     from neuroreg.evaluation.suite import SUITES, Budget
 
@@ -218,7 +287,7 @@ def _parse_eval(raw: Any, path: Path, where: str) -> EvalSpec:
         suite=suite,
         budget=dict(budget),
         data=None if raw.get("data") is None else _file(raw["data"], path, f"{where}.data"),
-        recording=None if raw.get("recording") is None else (path.parent / str(raw["recording"])).resolve(),
+        recording=_reference(raw.get("recording"), path, f"{where}.recording"),
         layers=_strings(raw.get("layers"), path, f"{where}.layers"),
     )
     if bool(spec.recording) != bool(spec.layers):

@@ -18,12 +18,15 @@ corruption accuracy; not clean accuracy) the paired difference over the seeds bo
 ran, mean ± 95 % t-interval, and one verdict word by :data:`CLAIM_RULE`.
 :func:`claims_paragraph` renders it as the text the README quotes (``claims.md``).
 
-Files in ``OUT/report/``: ``summary.json`` (everything), ``summary.csv`` (one row per
-arm × metric, with the arm's baseline), ``summary.md`` (tables; one paired-difference
-table per baseline arm; the claims table), ``claims.csv`` (one row per claim),
-``claims.md`` (:func:`claims_paragraph`), ``comparison.png`` (accuracy vs σ and ε,
-mean ± CI bands; :func:`neuroreg.evaluation.compare.compare`), ``corruptions.png``
-(per-corruption accuracy per arm), plus ``comparison.md`` / ``comparison.html``.
+Brain similarity is one more set of rows per arm (:func:`brain_table`): per layer, the
+ceiling-normalised neural predictivity (ridge) and the RSA on the held-out tier of the
+recipe's ``eval.recording`` (``eval/brain/<layer>/ridge``, ``.../rsa``), and the RSA
+against a neural RDM over its own images when the budget names one
+(``eval/rsa_rdm=<layer>``, :class:`~neuroreg.evaluation.measurements.RDMBrain`).
+:func:`brain_notes` gathers what bounds each: the recording's split-half ceiling (median
+over neurons), and the RDM's noise ceiling where its data allow one (else the reason it
+has none). The claims table weighs the predictivity and the RDM RSA like the accuracies
+(:func:`brain_claim_metrics`).
 """
 
 from __future__ import annotations
@@ -150,6 +153,92 @@ def claim_metrics(names: Sequence[str], measurements: Sequence[Measurement] | No
     return [n for n in names if n not in clean and "accuracy" in n and is_headline(n, measurements)]
 
 
+def _is_brain(name: str) -> bool:
+    return name.startswith(("eval/brain/", "eval/rsa_rdm="))
+
+
+def brain_metrics(names: Sequence[str]) -> list[str]:
+    """The brain-similarity scalars of ``names`` the report's brain table shows, in their
+    order within each group: the normalised ridge predictivity of each layer on the
+    recording (``eval/brain/<layer>/ridge``), the RSA on the recording (``.../rsa``), the
+    RSA against the RDM (``eval/rsa_rdm=<layer>``).
+
+    >>> brain_metrics(["eval/clean_accuracy", "eval/rsa_rdm=layer1", "eval/brain/layer1/ridge", "eval/brain/layer1/pls",
+    ...                "eval/brain/layer1/rsa", "eval/brain/layer1/cka", "eval/brain/layer2/ridge"])
+    ['eval/brain/layer1/ridge', 'eval/brain/layer2/ridge', 'eval/brain/layer1/rsa', 'eval/rsa_rdm=layer1']
+    """
+    groups = ([n for n in names if n.startswith("eval/brain/") and n.endswith("/ridge")],
+              [n for n in names if n.startswith("eval/brain/") and n.endswith("/rsa")],
+              [n for n in names if n.startswith("eval/rsa_rdm=")])
+    return [n for group in groups for n in group]
+
+
+def brain_claim_metrics(names: Sequence[str]) -> list[str]:
+    """The brain-similarity scalars the claims table weighs: the normalised predictivity
+    and the RSA against the RDM of each layer (:func:`brain_metrics` without the RSA on
+    the recording, which the predictivity already speaks for).
+
+    >>> brain_claim_metrics(["eval/brain/layer2/ridge", "eval/brain/layer2/rsa", "eval/rsa_rdm=layer2"])
+    ['eval/brain/layer2/ridge', 'eval/rsa_rdm=layer2']
+    """
+    return [n for n in brain_metrics(names) if not (n.startswith("eval/brain/") and n.endswith("/rsa"))]
+
+
+def brain_label(name: str) -> str:
+    """A brain-similarity scalar's name for tables.
+
+    >>> brain_label("eval/brain/layer2/ridge"), brain_label("eval/rsa_rdm=layer2"), brain_label("eval/brain/layer2/cka")
+    ('predictivity layer2 (ridge, / ceiling)', 'RSA vs RDM layer2', 'CKA vs recording layer2')
+    """
+    if name.startswith("eval/rsa_rdm="):
+        return f"RSA vs RDM {name.removeprefix('eval/rsa_rdm=')}"
+    parts = name.split("/")
+    if len(parts) != 4:
+        return metric_label(name)
+    layer, key = parts[2], parts[3]
+    readable = {"ridge": "predictivity {} (ridge, / ceiling)", "pls": "predictivity {} (PLS, / ceiling)",
+                "rsa": "RSA vs recording {}", "cka": "CKA vs recording {}"}
+    return readable.get(key, "{} " + key).format(layer)
+
+
+def reference_name(ref: Any) -> str | None:
+    """A plan's brain-similarity recording (``repro.json`` → ``eval.recording``) in words:
+    the manifest's name, or the file's path.
+
+    >>> reference_name({"manifest": "cowley2023-v4-210325", "options": {}}), reference_name("/x/held.h5"), reference_name(None)
+    ('cowley2023-v4-210325', '/x/held.h5', None)
+    """
+    if isinstance(ref, Mapping):
+        return str(ref.get("manifest"))
+    return None if ref is None else str(ref)
+
+
+def brain_notes(reports: Sequence[Mapping[str, Any]], recording: str | None = None, rdm_name: str | None = None) -> dict[str, Any]:
+    """What bounds the brain-similarity rows, from the evaluations' reports (``recording``,
+    ``rdm_name``: how the recipe names them, for the notes; default for the RDM: the
+    file the report names).
+
+    Returns:
+        ``{"recording": {"name", "tier", "n_images", "n_neurons", "ceiling_median"} or None,
+        "rdm": {"name", "species", "area", "n_images", "method", "noise_ceiling", "noise_ceiling_note"} or None}``:
+        the recording's ceiling is the median split-half (Spearman–Brown) reliability over
+        its neurons, the one the predictivity is divided by; the RDM's from the report's
+        ``rsa_rdm`` section (``rdm``, ``ceiling``, ``ceiling_reason``). Every report holds
+        the same; the first one that has a section gives it.
+    """
+    rec = next((r["brain"] for r in reports if r.get("brain")), None)
+    rdm = next((r["rsa_rdm"] for r in reports if r.get("rsa_rdm")), None)
+    return {
+        "recording": None if rec is None else {
+            "name": recording, "tier": rec.get("tier"), "n_images": rec.get("n_images"), "n_neurons": rec.get("n_neurons"),
+            "ceiling_median": (rec.get("ridge") or {}).get("ceiling_median")},
+        "rdm": None if rdm is None else {
+            "name": rdm_name or rdm.get("rdm"), "species": rdm.get("species"), "area": rdm.get("area"),
+            "n_images": rdm.get("n_images"), "method": rdm.get("method"),
+            "noise_ceiling": rdm.get("ceiling"), "noise_ceiling_note": rdm.get("ceiling_reason")},
+    }
+
+
 def verdict(mean: float, ci95: float, n: int) -> str:
     """One word by :data:`CLAIM_RULE` for a paired difference ``mean ± ci95`` over ``n`` seeds.
 
@@ -204,7 +293,8 @@ def claims(
                 if not paired:
                     continue
                 mean, half = t_interval(paired)
-                rows.append({"arm": arm, "versus": versus, "role": role, "metric": n, "label": metric_label(n),
+                label = brain_label(n) if _is_brain(n) else metric_label(n)
+                rows.append({"arm": arm, "versus": versus, "role": role, "metric": n, "label": label,
                              "mean": mean, "ci95": half, "n": len(paired), "verdict": verdict(mean, half, len(paired))})
     return rows
 
@@ -302,6 +392,7 @@ def summarize(plan: dict[str, Any]) -> dict[str, Any]:
     per_arm: OrderedDict[str, dict[int, dict[str, float]]] = OrderedDict((a, {}) for a in plan["arms"])
     reports: OrderedDict[str, list[str]] = OrderedDict((a, []) for a in plan["arms"])
     failed: OrderedDict[str, list[dict[str, Any]]] = OrderedDict((a, []) for a in plan["arms"])
+    loaded = []
     for st in plan["stages"]:
         if st["kind"] != "eval":
             continue
@@ -313,7 +404,11 @@ def summarize(plan: dict[str, Any]) -> dict[str, Any]:
         per_arm[st["arm"]][st["seed"]] = metrics(report)
         reports[st["arm"]].append(report_path)
         failed[st["arm"]] += failed_checks(report, st["seed"])
-    return summary_of(plan, per_arm, reports, failed)
+        loaded.append(report)
+    summary = summary_of(plan, per_arm, reports, failed)
+    spec = plan.get("eval") or {}
+    summary["brain"] = brain_notes(loaded, reference_name(spec.get("recording")), (spec.get("budget") or {}).get("rsa_rdm"))
+    return summary
 
 
 def summary_of(
@@ -335,7 +430,7 @@ def summary_of(
     for arm, entry in arms.items():
         entry.update({"reports": list(reports[arm]), "sanity_failed": list(failed[arm]), "controls": controls[arm]})
     claims_ = {"recipe": plan["recipe"], "title": plan["title"], "scale": plan["scale"], "seeds": plan["seeds"],
-               "rule": CLAIM_RULE, "rows": claims(per_arm, baselines, controls, claim_metrics(names))}
+               "rule": CLAIM_RULE, "rows": claims(per_arm, baselines, controls, claim_metrics(names) + brain_claim_metrics(names))}
     return {"recipe": plan["recipe"], "title": plan["title"], "scale": plan["scale"], "baseline": plan["baseline"],
             "seeds": plan["seeds"], "metrics": names, "arms": arms, "claims": claims_}
 
@@ -366,7 +461,7 @@ def tables(summary: dict[str, Any]) -> str:
     """Markdown: the headline metrics per arm (mean ± 95 % CI) and the paired
     differences, one table per baseline arm with the arms compared with it."""
     arms = list(summary["arms"])
-    rows = [n for n in summary["metrics"] if is_headline(n)]
+    rows = [n for n in summary["metrics"] if is_headline(n) and not _is_brain(n)]  # brain similarity: its own table
     n_seeds = max(len(a["seeds"]) for a in summary["arms"].values())
     head = "| metric | " + " | ".join(arms) + " |\n|---|" + "---|" * len(arms) + "\n"
     md = [f"# {summary['title']} — {summary['scale']}\n",
@@ -380,6 +475,7 @@ def tables(summary: dict[str, Any]) -> str:
         md.append("| metric | " + " | ".join(others) + " |\n|---|" + "---|" * len(others) + "\n")
         for n in rows:
             md.append(f"| {metric_label(n)} | " + " | ".join(mean_ci_cell(summary["arms"][a]["metrics"].get(n), "diff_vs_baseline") for a in others) + " |\n")
+    md.append(brain_table(summary))
     if "claims" in summary:
         md.append(claims_table(summary["claims"]))
     md.append("\nSanity checks of the evaluations (`report.json` → `sanity`): ")
@@ -391,6 +487,39 @@ def tables(summary: dict[str, Any]) -> str:
         md.append("| arm | seed | check | detail |\n|---|---|---|---|\n")
         for a, f in failures:
             md.append(f"| {a} | {f['seed']} | {f['check']} | {f['detail']} |\n")
+    return "".join(md)
+
+
+def brain_table(summary: Mapping[str, Any]) -> str:
+    """Markdown: brain similarity per arm (mean ± 95 % CI over seeds) with what bounds each
+    measure (:func:`brain_notes`); empty when the evaluation measured none."""
+    rows = brain_metrics(summary["metrics"])
+    notes = summary.get("brain") or {}
+    if not rows:
+        return ""
+    arms = list(summary["arms"])
+    md = ["\n## Brain similarity\n\n"]
+    rec, rdm = notes.get("recording"), notes.get("rdm")
+    if rec:
+        ceiling = rec.get("ceiling_median")
+        ceiling = "not defined (fewer than 2 repeats)" if ceiling is None or not np.isfinite(ceiling) else f"{ceiling:.3f}"
+        md.append(f"Predictivity: cross-validated ridge from the layer to each neuron of the recording "
+                  f"`{rec.get('name')}` (tier {rec.get('tier')}: {rec.get('n_images')} images, {rec.get('n_neurons')} neurons), "
+                  f"Pearson r divided by the neuron's split-half (Spearman–Brown) ceiling, median over neurons; "
+                  f"median ceiling {ceiling}. RSA vs recording: Spearman correlation of the layer's and the recording's "
+                  f"RDMs on those images.\n")
+    if rdm:
+        bound = rdm.get("noise_ceiling")
+        if bound is not None and np.isfinite(bound):
+            bound_text = f"its noise ceiling is {bound:.3f}"
+        else:
+            bound_text = f"no noise ceiling: {rdm.get('noise_ceiling_note') or 'the data do not allow one'}"
+        whose = " ".join(str(v) for v in (rdm.get("species"), rdm.get("area")) if v)
+        md.append(f"RSA vs RDM: {rdm.get('method') or 'rank'} correlation of the layer's RDM with the {whose + ' ' if whose else ''}"
+                  f"RDM `{rdm.get('name')}` over its {rdm.get('n_images')} images; {bound_text}.\n")
+    md.append("\n| measure | " + " | ".join(arms) + " |\n|---|" + "---|" * len(arms) + "\n")
+    for n in rows:
+        md.append(f"| {brain_label(n)} | " + " | ".join(mean_ci_cell(summary["arms"][a]["metrics"].get(n)) for a in arms) + " |\n")
     return "".join(md)
 
 

@@ -238,7 +238,8 @@ def _run_fit(argv: list[str], progress: bool) -> Callable[[Stage], dict[str, Any
     return run
 
 
-def _run_eval(fit: Stage, spec: Any, seed: int, baseline: Stage | None, progress: bool) -> Callable[[Stage], dict[str, Any]]:
+def _run_eval(fit: Stage, spec: Any, seed: int, baseline: Stage | None, progress: bool,
+              data_dir: str | None = None) -> Callable[[Stage], dict[str, Any]]:
     def run(stage: Stage) -> dict[str, Any]:
         from neuroreg.evaluation.commands import evaluate_checkpoint
 
@@ -246,10 +247,11 @@ def _run_eval(fit: Stage, spec: Any, seed: int, baseline: Stage | None, progress
         base_report = None
         if baseline is not None:
             base_report = Path(baseline.result()["report"])
+        recording = spec.load_recording(data_dir) if spec.recording is not None else None
         report, path = evaluate_checkpoint(
             Path(done["checkpoint"]), config=Path(done["config"]), data=spec.data, budget=spec.make_budget(),
             out=stage.folder / "eval", baseline=base_report, seed=seed, progress=progress,
-            recording=spec.recording, layers=list(spec.layers),
+            recording=recording, layers=list(spec.layers),
         )
         return {"report": str(Path(path) / "report.json"), "clean_accuracy": report.get("clean_accuracy"),
                 "sanity_passed": report.get("sanity_passed")}
@@ -372,11 +374,7 @@ def plan(
     stages += list(fits.values())
 
     spec = scale.eval
-    eval_digest = {
-        "suite": spec.suite, "budget": spec.budget, "layers": list(spec.layers),
-        "data": config_digest(spec.data) if spec.data else None,
-        "recording": str(spec.recording) if spec.recording else None,
-    }
+    eval_digest = spec.describe()
     evals: dict[tuple[str, int], Stage] = {}
     for seed in seeds:
         for arm in arms:
@@ -386,7 +384,7 @@ def plan(
             key = content_key("eval", fit.key, eval_digest, seed, baseline.key if baseline else None)
             deps = (fit,) if baseline is None else (fit, baseline)
             evals[(arm.label, seed)] = Stage(f"eval {arm.label} seed {seed}", "eval", key, fit.folder / "evals" / key,
-                                             _run_eval(fit, spec, seed, baseline, progress), deps=deps,
+                                             _run_eval(fit, spec, seed, baseline, progress, data_dir), deps=deps,
                                              info={"arm": arm.label, "seed": seed, "baseline": base_arm})
     stages += list(evals.values())
     return stages
@@ -403,7 +401,7 @@ def describe(recipe: Recipe, scale: Scale, seeds: Sequence[int], stages: Sequenc
         "scale": scale.name, "description": scale.description, "seeds": list(seeds), "baseline": scale.baseline,
         "arms": {a.label: {"config": str(a.config), "overrides": list(a.overrides), "baseline": scale.baseline_of(a.label),
                            "controls": list(a.controls)} for a in scale.arms},
-        "eval": {"suite": scale.eval.suite, "budget": scale.eval.budget},
+        "eval": scale.eval.describe(),
         "neuroreg_version": __version__,
         "stages": [{"name": s.name, "kind": s.kind, "key": s.key, "folder": str(s.folder),
                     "deps": [d.name for d in s.deps], **s.info} for s in stages],

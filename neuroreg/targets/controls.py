@@ -11,7 +11,8 @@ images (:class:`~neuroreg.targets.base.TargetSource`):
 
 Neural batches (:class:`~neuroreg.targets.base.NeuralBatchSource`):
 
-- :class:`ShuffledResponses`: a source's responses permuted across its stimuli.
+- :class:`ShuffledResponses`: a source's responses permuted across its stimuli;
+- :class:`PixelResponses`: a source's stimuli, their (down-sampled) pixels as responses.
 """
 
 from __future__ import annotations
@@ -141,3 +142,30 @@ class ShuffledResponses(NeuralBatchSource):
         stimuli, responses = self.source.load()
         perm = np.random.default_rng(self.seed).permutation(len(responses))
         return stimuli, responses[perm]
+
+
+class PixelResponses(NeuralBatchSource):
+    """Control: another source's stimuli with their own pixels, average-pooled to
+    ``size × size``, in place of its responses ("pixel-space similarity" for neural batches).
+
+    Args:
+        source: the neural source whose stimuli are used (its responses are not).
+        channels: the stimuli are converted to this many channels first (grey ↔ RGB);
+            ``num_neurons = channels · size²``.
+        size: side after pooling.
+    """
+
+    def __init__(self, source: NeuralBatchSource, channels: int = 1, size: int = 8):
+        if channels not in (1, 3) or size < 1:
+            raise ValueError(f"PixelResponses: 'channels', 'size': expected 1 or 3 and >= 1, found {channels}, {size}")
+        self.source = source
+        self.channels, self.size = channels, size
+        self.num_neurons = channels * size * size
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        from ..imageops import to_channels
+
+        stimuli, _ = self.source.load()
+        x = to_channels(torch.as_tensor(np.asarray(stimuli, dtype=np.float32)), self.channels)
+        pooled = torch.nn.functional.adaptive_avg_pool2d(x, self.size).flatten(1)
+        return stimuli, pooled.numpy().astype(np.float32)

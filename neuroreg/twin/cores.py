@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -251,3 +252,157 @@ class TorchvisionCore(nn.Module):
 
     def regularizer(self) -> torch.Tensor:
         return torch.zeros((), device=self.norm.weight.device if hasattr(self.norm, "weight") else None)
+
+
+def gabor_bank(orientations: int, frequencies, envelope_cycles: float, kernel_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quadrature pairs of Gabor kernels on a grid of orientations × frequencies.
+
+    Frequencies are in cycles per pixel (of the level the kernels are applied to); the
+    envelope is isotropic with ``σ = envelope_cycles / f`` pixels. Each kernel has zero
+    mean and unit L2 norm, so responses to a uniform image are zero and the channels
+    have comparable scale.
+
+    Returns:
+        ``(even, odd)``, each ``[orientations · len(frequencies), 1, k, k]`` float32
+        (frequency-major: all orientations of the first frequency, then the next).
+    """
+    from ..gabor import GaborParams, gabor_quadrature_pair
+
+    freqs = np.asarray(list(frequencies), dtype=np.float64)
+    if orientations < 1 or freqs.size < 1 or freqs.min() <= 0 or freqs.max() > 0.5:
+        raise ValueError(
+            f"gabor_bank: expected orientations >= 1 and frequencies in (0, 0.5] cycles/pixel, found {orientations} and {freqs.tolist()}"
+        )
+    theta = np.tile(np.arange(orientations) * np.pi / orientations, freqs.size)
+    sf = np.repeat(freqs, orientations)
+    n = theta.size
+    params = GaborParams(theta, sf, np.zeros(n), np.full(n, envelope_cycles), np.full(n, envelope_cycles))
+    pair = gabor_quadrature_pair(params, kernel_size, pixels_per_degree=1.0)
+    out = []
+    for k in pair:
+        k = k - k.mean(axis=(1, 2), keepdims=True)
+        k = k / np.linalg.norm(k.reshape(n, -1), axis=1)[:, None, None]
+        out.append(torch.as_tensor(k, dtype=torch.float32).unsqueeze(1))
+    return out[0], out[1]
+
+
+class GaborCore(nn.Module):
+    """A fixed Gabor filter bank (simple and complex cells) followed by learned layers.
+
+    Trained from scratch on a few thousand images, a convolutional core has too little
+    data to learn good early filters; V1-like ones are a good prior. Level ``l`` of an
+    image pyramid (``2^l``-fold average pooling of the input) is filtered with
+    :func:`gabor_bank` quadrature pairs ``(e, o)``; per filter three channels come out:
+    the rectified even responses ``relu(e)``, ``relu(−e)`` (simple cells, both signs)
+    and the energy ``sqrt(e² + o²)`` (complex cells). Every level is brought to
+    ``out_size`` (area pooling or bilinear upsampling), batch-normalised, and read by
+    ``layers`` learned blocks (a 1x1 conv then ``hidden_kernel`` convs, each conv →
+    batch norm → ELU). The output is the concatenation of the normalised Gabor
+    channels and the last learned layer, so a readout can use both.
+
+    With ``learn_gabor=True`` the bank is a trainable parameter initialised with the
+    Gabor kernels (else a fixed buffer).
+
+    Regulariser: ``gamma_hidden · mean_l group_sparsity_penalty(W_l)`` over the learned
+    convs.
+
+    Args:
+        in_channels: 1 (gray) or 3 (RGB, averaged to luminance by the bank).
+        orientations: orientations in ``[0, π)``.
+        frequencies: cycles/pixel at each pyramid level.
+        envelope_cycles: envelope σ in carrier cycles.
+        kernel_size: Gabor kernel side (odd).
+        levels: pyramid levels (1: the input resolution only).
+        out_size: ``[H, W]`` of the output map.
+        hidden_channels: channels of the learned layers (0: no learned layers).
+        layers: learned layers (the first is 1x1).
+        hidden_kernel: kernel size of the learned layers after the first (odd).
+        gamma_hidden: group-sparsity weight.
+        learn_gabor: train the bank.
+
+    Shapes: ``[batch, in_channels, H, W]`` → ``[batch, out_channels, *out_size]``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        orientations: int = 8,
+        frequencies: list[float] = (0.25, 0.125),
+        envelope_cycles: float = 0.5,
+        kernel_size: int = 11,
+        levels: int = 3,
+        out_size: list[int] = (14, 14),
+        hidden_channels: int = 48,
+        layers: int = 2,
+        hidden_kernel: int = 3,
+        gamma_hidden: float = 0.0,
+        learn_gabor: bool = False,
+    ):
+        super().__init__()
+        if in_channels not in (1, 3):
+            raise ValueError(f"GaborCore: 'in_channels': expected 1 or 3, found {in_channels}")
+        if kernel_size < 1 or kernel_size % 2 == 0 or hidden_kernel < 1 or hidden_kernel % 2 == 0:
+            raise ValueError(f"GaborCore: 'kernel_size', 'hidden_kernel': expected odd sizes, found {kernel_size}, {hidden_kernel}")
+        if levels < 1 or layers < 0 or hidden_channels < 0 or (layers > 0) != (hidden_channels > 0):
+            raise ValueError(
+                f"GaborCore: expected levels >= 1 and both or neither of layers/hidden_channels > 0, "
+                f"found levels={levels}, layers={layers}, hidden_channels={hidden_channels}"
+            )
+        self.in_channels = in_channels
+        self.levels = levels
+        self.out_size = tuple(int(s) for s in out_size)
+        self.gamma_hidden = gamma_hidden
+        even, odd = gabor_bank(orientations, frequencies, envelope_cycles, kernel_size)
+        bank = torch.cat([even, odd])
+        if learn_gabor:
+            self.bank = nn.Parameter(bank)
+        else:
+            self.register_buffer("bank", bank)
+        self.n_filters = even.shape[0]
+        gabor_channels = 3 * self.n_filters * levels
+        self.gabor_norm = nn.BatchNorm2d(gabor_channels)
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        c_in = gabor_channels
+        for i in range(layers):
+            k = 1 if i == 0 else hidden_kernel
+            self.convs.append(nn.Conv2d(c_in, hidden_channels, k, padding=k // 2, bias=False))
+            self.norms.append(nn.BatchNorm2d(hidden_channels))
+            c_in = hidden_channels
+        self.out_channels = gabor_channels + (hidden_channels if layers else 0)
+
+    def gabor_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[batch, 3 · filters · levels, *out_size]`` simple and complex channels (before batch norm)."""
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"GaborCore: input: expected [batch, {self.in_channels}, H, W], found {tuple(x.shape)}")
+        if self.in_channels == 3:
+            x = x.mean(dim=1, keepdim=True)
+        pad = self.bank.shape[-1] // 2
+        out = []
+        for level in range(self.levels):
+            xl = F.avg_pool2d(x, 2**level) if level else x
+            resp = F.conv2d(F.pad(xl, (pad,) * 4, mode="reflect" if min(xl.shape[2:]) > pad else "constant"), self.bank)
+            even, odd = resp[:, : self.n_filters], resp[:, self.n_filters :]
+            feats = torch.cat([F.relu(even), F.relu(-even), (even.pow(2) + odd.pow(2) + 1e-6).sqrt()], dim=1)
+            if tuple(feats.shape[2:]) != self.out_size:
+                if feats.shape[2] >= self.out_size[0]:
+                    feats = F.adaptive_avg_pool2d(feats, self.out_size)
+                else:
+                    feats = F.interpolate(feats, size=self.out_size, mode="bilinear", align_corners=False)
+            out.append(feats)
+        return torch.cat(out, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.gabor_norm(self.gabor_features(x))
+        if not len(self.convs):
+            return g
+        y = g
+        for conv, norm in zip(self.convs, self.norms):
+            y = F.elu(norm(conv(y)))
+        return torch.cat([g, y], dim=1)
+
+    def regularizer(self) -> torch.Tensor:
+        reg = torch.zeros((), device=self.gabor_norm.weight.device)
+        if self.gamma_hidden and len(self.convs):
+            reg = reg + self.gamma_hidden * sum(group_sparsity_penalty(c.weight) for c in self.convs) / len(self.convs)
+        return reg

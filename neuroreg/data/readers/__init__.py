@@ -11,6 +11,7 @@ module                 format                                       function
 ``monkey``             sinzlab monkey session pickle + image folder  ``read_monkey_session``
 ``nwb``                NWB 2 (pynwb, optional extra ``nwb``)          ``read_nwb``
 ``arrays``             plain npy / npz / mat arrays                  ``read_arrays``
+``cowley2023``         Cowley et al. 2023 V4 zip of JPEGs + npy      ``read_cowley2023``
 =====================  ===========================================  =======================
 
 Modules are imported on use; nothing here imports a reader.
