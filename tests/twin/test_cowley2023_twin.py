@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -45,6 +44,15 @@ def _h5(tmp_path: Path, session: str) -> Path:
     return rec.save(tmp_path / f"{session}.h5")
 
 
+def _with_recordings(config: Path, recording, out: Path) -> Path:
+    """``config`` with its manifest recordings replaced by local ``.h5`` files (a copy in ``out``)."""
+    cfg = yaml.safe_load(config.read_text())
+    cfg["data"]["init_args"]["recording"] = recording
+    path = out / config.name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
 def _median_r(pred: np.ndarray, target: np.ndarray) -> float:
     p, t = pred - pred.mean(0), target - target.mean(0)
     return float(np.nanmedian((p * t).sum(0) / np.sqrt((p * p).sum(0) * (t * t).sum(0))))
@@ -69,9 +77,8 @@ def test_multi_session_twin_learns_held_out_images(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
     cli = run_cli([
-        "fit", "--config", str(MULTI),
-        f"--data.init_args.recording={json.dumps(paths)}",
-        "--trainer.max_epochs=1", "--trainer.limit_train_batches=40", "--trainer.callbacks=null",
+        "fit", "--config", str(_with_recordings(MULTI, paths, tmp_path)),
+        "--trainer.max_epochs=1", "--trainer.limit_train_batches=20", "--trainer.limit_val_batches=0", "--trainer.callbacks=null",
         "--trainer.enable_checkpointing=false", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
     ])
     model = cli.model.eval()
@@ -84,6 +91,7 @@ def test_multi_session_twin_learns_held_out_images(tmp_path, monkeypatch):
             pred = model(torch.as_tensor(rec.images_float()[index]), name).numpy()
         r = _median_r(pred, mean)
         r_null = _median_r(pred, mean[rng.permutation(len(mean))])
+        print(name, round(r, 3), round(r_null, 3))
         assert r > 0.1 and r > r_null + 0.1, (name, r, r_null)
 
 
