@@ -79,7 +79,7 @@ def convert(folder: Path, out: Path, session: str, downsample: int = 2) -> Path:
             folder / "responses_repeat_averaged" / f"responses_{session}.npy",
             raw if raw.exists() else None,
             session=session,
-            pixels_per_degree=22.4,  # as the configs: not stated by the source, unused here
+            pixels_per_degree=20.0,  # as the manifests: assumed (not stated by the source), unused here
             downsample=downsample,
         )
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ def _h5(tmp_path: Path, session: str) -> Path:
         DATA / "responses_repeat_averaged" / f"responses_{session}.npy",
         raw if raw.exists() else None,
         session=session,
-        pixels_per_degree=22.4,
+        pixels_per_degree=20.0,
         downsample=2,
     )
     return rec.save(tmp_path / f"{session}.h5")
@@ -109,9 +109,10 @@ def test_multi_session_config_through_manifests(tmp_path, monkeypatch):
     with realdata.data_mirror() as mirror:
         monkeypatch.setenv("NEUROREG_DATA_MIRROR", mirror.url)
         monkeypatch.setenv("NEUROREG_DATA_DIR", str(tmp_path / "data"))
+        monkeypatch.setenv("NEUROREG_MANIFEST_DIR", str(ROOT / "data_manifests"))
         monkeypatch.chdir(tmp_path)
         cli = run_cli([
-            "fit", "--config", str(SINGLE), f"--data.init_args.recording.init_args.manifest_dir={ROOT / 'data_manifests'}",
+            "fit", "--config", str(SINGLE),
             "--trainer.max_epochs=1", "--trainer.limit_train_batches=5", "--trainer.limit_val_batches=1",
             "--trainer.callbacks=null", "--trainer.enable_checkpointing=false", "--trainer.logger=false",
         ])
