@@ -69,7 +69,7 @@ def data_folder(arg: str | None) -> Path:
     return folder
 
 
-def convert(folder: Path, out: Path, session: str, downsample: int = 2) -> Path:
+def convert(folder: Path, out: Path, session: str, downsample: int = 1) -> Path:
     """The session as a NeuralRecording ``.h5`` (cached), read as the configs' manifests read it."""
     path = out / "recordings" / f"cowley2023-v4-{session}-x{downsample}.h5"
     if not path.exists():
@@ -108,7 +108,7 @@ def image_tiers(rec: NeuralRecording) -> tuple[np.ndarray, np.ndarray, np.ndarra
 def gabor_features(images: np.ndarray) -> np.ndarray:
     """``[N, F]`` sqrt-compressed Gabor simple/complex features of ``[N, C, H, W]`` images in [0, 1]."""
     core = GaborCore(orientations=8, frequencies=[0.25, 0.125], levels=3, out_size=[7, 7], hidden_channels=0, layers=0)
-    x = torch.as_tensor(images).mean(dim=1, keepdim=True)
+    x = torch.nn.functional.avg_pool2d(torch.as_tensor(images).mean(dim=1, keepdim=True), 2)  # 112 -> 56 px, as the twins
     x = (x - x.mean()) / x.std()
     with torch.no_grad():
         feats = torch.cat([core.gabor_features(x[i : i + 256]) for i in range(0, len(x), 256)])

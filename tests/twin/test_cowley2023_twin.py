@@ -39,7 +39,6 @@ def _h5(tmp_path: Path, session: str) -> Path:
         raw if raw.exists() else None,
         session=session,
         pixels_per_degree=20.0,
-        downsample=2,
     )
     return rec.save(tmp_path / f"{session}.h5")
 
