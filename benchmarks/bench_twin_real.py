@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from neuroreg.data.readers.cowley2023 import read_cowley2023  # noqa: E402
 from neuroreg.data.recording import NeuralRecording  # noqa: E402
 from neuroreg.evaluation.brain import split_half_ceiling  # noqa: E402
+from neuroreg.imageops import block_mean  # noqa: E402
 from neuroreg.io import atomic_write  # noqa: E402
 from neuroreg.twin.cores import GaborCore  # noqa: E402
 
@@ -169,7 +170,11 @@ def fit_twin(config: Path, recording, out: Path, name: str, epochs: int | None, 
 def twin_r(model, rec: NeuralRecording, dataset: str) -> np.ndarray:
     index, mean, tier = image_tiers(rec)
     held = tier == "test"
-    imgs = torch.as_tensor(rec.images_float()[index[held]])
+    imgs = rec.images_float()[index[held]]
+    factor = imgs.shape[2] // model.transform.size[0]
+    if factor > 1 and imgs.shape[2] == factor * model.transform.size[0]:
+        imgs = block_mean(imgs, factor)  # a twin fitted on block-averaged recordings sees them as it was fitted
+    imgs = torch.as_tensor(imgs)
     with torch.no_grad():
         pred = torch.cat([model(imgs[i : i + 256], dataset) for i in range(0, len(imgs), 256)]).numpy()
     return columns_r(pred, mean[held])
@@ -182,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/bench_twin_real")
     parser.add_argument("--quick", action="store_true", help="1 epoch of 40 batches per twin, single-session twin on 210325 only")
     parser.add_argument("--epochs", type=int, default=None, help="override the configs' max_epochs")
+    parser.add_argument("--multi-checkpoint", default=None,
+                        help="evaluate this fitted multi-session twin (a checkpoint of the config's fit) instead of fitting one")
     parser.add_argument("--single-sessions", default=None, help="comma-separated sessions that get a single-session twin (default all)")
     args = parser.parse_args(argv)
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
@@ -209,7 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     timings["ridges"] = time.time() - t
 
     t = time.time()
-    multi = fit_twin(MULTI, {f"s{s}": str(p) for s, p in paths.items()}, out, "multi", epochs, limit)
+    if args.multi_checkpoint:
+        from neuroreg.twin.module import TwinModule
+
+        multi = TwinModule.load_from_checkpoint(args.multi_checkpoint, map_location="cpu").eval()
+    else:
+        multi = fit_twin(MULTI, {f"s{s}": str(p) for s, p in paths.items()}, out, "multi", epochs, limit)
     for s, rec in recs.items():
         r[s]["multi"] = twin_r(multi, rec, f"s{s}")
     timings["multi"] = time.time() - t
@@ -245,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         "multi_beats_gabor_ridge_everywhere": len(wins) == len(rows),
         "quick": args.quick,
         "epochs": epochs,
+        "multi_checkpoint": args.multi_checkpoint,
         "timings_s": {k: round(v, 1) for k, v in {**timings, "total": time.time() - t0}.items()},
         "note": "median over neurons of Pearson r on the held-out (test-tier) images; timings under shared CPU load",
     }

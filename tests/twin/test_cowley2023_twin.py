@@ -77,7 +77,7 @@ def test_multi_session_twin_learns_held_out_images(tmp_path, monkeypatch):
     torch.manual_seed(0)
     cli = run_cli([
         "fit", "--config", str(_with_recordings(MULTI, paths, tmp_path)),
-        "--trainer.max_epochs=1", "--trainer.limit_train_batches=20", "--trainer.limit_val_batches=0", "--trainer.callbacks=null",
+        "--trainer.max_epochs=1", "--trainer.limit_train_batches=15", "--trainer.limit_val_batches=0", "--trainer.callbacks=null",
         "--trainer.enable_checkpointing=false", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
     ])
     model = cli.model.eval()
