@@ -300,8 +300,10 @@ class GaborCore(nn.Module):
     batch norm → ELU). The output is the concatenation of the normalised Gabor
     channels and the last learned layer, so a readout can use both.
 
-    With ``learn_gabor=True`` the bank is a trainable parameter initialised with the
-    Gabor kernels (else a fixed buffer).
+    With ``input_pool = p > 1`` the input is first block-averaged ``p``-fold (the twin can
+    take full-resolution images and filter them at a lower one). With
+    ``learn_gabor=True`` the bank is a trainable parameter initialised with the Gabor
+    kernels (else a fixed buffer).
 
     Regulariser: ``gamma_hidden · mean_l group_sparsity_penalty(W_l)`` over the learned
     convs.
@@ -319,6 +321,7 @@ class GaborCore(nn.Module):
         hidden_kernel: kernel size of the learned layers after the first (odd).
         gamma_hidden: group-sparsity weight.
         learn_gabor: train the bank.
+        input_pool: block-average the input by this factor first (1: not).
 
     Shapes: ``[batch, in_channels, H, W]`` → ``[batch, out_channels, *out_size]``.
     """
@@ -337,10 +340,14 @@ class GaborCore(nn.Module):
         hidden_kernel: int = 3,
         gamma_hidden: float = 0.0,
         learn_gabor: bool = False,
+        input_pool: int = 1,
     ):
         super().__init__()
         if in_channels not in (1, 3):
             raise ValueError(f"GaborCore: 'in_channels': expected 1 or 3, found {in_channels}")
+        if input_pool < 1:
+            raise ValueError(f"GaborCore: 'input_pool': expected an int >= 1, found {input_pool}")
+        self.input_pool = int(input_pool)
         if kernel_size < 1 or kernel_size % 2 == 0 or hidden_kernel < 1 or hidden_kernel % 2 == 0:
             raise ValueError(f"GaborCore: 'kernel_size', 'hidden_kernel': expected odd sizes, found {kernel_size}, {hidden_kernel}")
         if levels < 1 or layers < 0 or hidden_channels < 0 or (layers > 0) != (hidden_channels > 0):
@@ -377,6 +384,8 @@ class GaborCore(nn.Module):
             raise ValueError(f"GaborCore: input: expected [batch, {self.in_channels}, H, W], found {tuple(x.shape)}")
         if self.in_channels == 3:
             x = x.mean(dim=1, keepdim=True)
+        if self.input_pool > 1:
+            x = F.avg_pool2d(x, self.input_pool)
         pad = self.bank.shape[-1] // 2
         out = []
         for level in range(self.levels):

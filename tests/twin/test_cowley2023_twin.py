@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -39,10 +38,18 @@ def _h5(tmp_path: Path, session: str) -> Path:
         DATA / "responses_repeat_averaged" / f"responses_{session}.npy",
         raw if raw.exists() else None,
         session=session,
-        pixels_per_degree=22.4,
-        downsample=2,
+        pixels_per_degree=20.0,
     )
     return rec.save(tmp_path / f"{session}.h5")
+
+
+def _with_recordings(config: Path, recording, out: Path) -> Path:
+    """``config`` with its manifest recordings replaced by local ``.h5`` files (a copy in ``out``)."""
+    cfg = yaml.safe_load(config.read_text())
+    cfg["data"]["init_args"]["recording"] = recording
+    path = out / config.name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
 
 
 def _median_r(pred: np.ndarray, target: np.ndarray) -> float:
@@ -69,9 +76,8 @@ def test_multi_session_twin_learns_held_out_images(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
     cli = run_cli([
-        "fit", "--config", str(MULTI),
-        f"--data.init_args.recording={json.dumps(paths)}",
-        "--trainer.max_epochs=1", "--trainer.limit_train_batches=40", "--trainer.callbacks=null",
+        "fit", "--config", str(_with_recordings(MULTI, paths, tmp_path)),
+        "--trainer.max_epochs=1", "--trainer.limit_train_batches=15", "--trainer.limit_val_batches=0", "--trainer.callbacks=null",
         "--trainer.enable_checkpointing=false", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
     ])
     model = cli.model.eval()
@@ -84,6 +90,7 @@ def test_multi_session_twin_learns_held_out_images(tmp_path, monkeypatch):
             pred = model(torch.as_tensor(rec.images_float()[index]), name).numpy()
         r = _median_r(pred, mean)
         r_null = _median_r(pred, mean[rng.permutation(len(mean))])
+        print(name, round(r, 3), round(r_null, 3))
         assert r > 0.1 and r > r_null + 0.1, (name, r, r_null)
 
 
@@ -101,9 +108,10 @@ def test_multi_session_config_through_manifests(tmp_path, monkeypatch):
     with realdata.data_mirror() as mirror:
         monkeypatch.setenv("NEUROREG_DATA_MIRROR", mirror.url)
         monkeypatch.setenv("NEUROREG_DATA_DIR", str(tmp_path / "data"))
+        monkeypatch.setenv("NEUROREG_MANIFEST_DIR", str(ROOT / "data_manifests"))
         monkeypatch.chdir(tmp_path)
         cli = run_cli([
-            "fit", "--config", str(SINGLE), f"--data.init_args.recording.init_args.manifest_dir={ROOT / 'data_manifests'}",
+            "fit", "--config", str(SINGLE),
             "--trainer.max_epochs=1", "--trainer.limit_train_batches=5", "--trainer.limit_val_batches=1",
             "--trainer.callbacks=null", "--trainer.enable_checkpointing=false", "--trainer.logger=false",
         ])
