@@ -37,6 +37,7 @@ import yaml
 from neuroreg.io import yaml_problem
 
 if TYPE_CHECKING:
+    from neuroreg.data.recording import NeuralRecording
     from neuroreg.evaluation.suite import Budget
 
 
@@ -185,7 +186,7 @@ def evaluate_checkpoint(
     seed: int = 0,
     device: str | None = None,
     progress: bool = True,
-    recording: str | os.PathLike[str] | None = None,
+    recording: str | os.PathLike[str] | NeuralRecording | None = None,
     layers: Sequence[str] = (),
     tier: str | None = "test",
     eot_samples: int | None = None,
@@ -215,7 +216,7 @@ def evaluate_checkpoint(
         seed: seeds noise, corruptions and attack starts.
         device: ``"cpu"``, ``"cuda"``, … (default: cuda if available).
         progress: show a progress bar (stderr).
-        recording, layers, tier: brain similarity on a held-out NeuralRecording (the
+        recording, layers, tier: brain similarity on a held-out NeuralRecording (a .h5 path or a loaded one; the
             recording and the backbone layers go together).
         eot_samples: force the EOT samples (default: the budget's, if the model is stochastic).
         log_to_run: log the scalars to the run's loggers.
@@ -242,9 +243,9 @@ def evaluate_checkpoint(
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise EvalError(f"--seed: expected an integer, found {seed!r}")
     layers = [layers] if isinstance(layers, str) else list(layers)
-    if bool(recording) != bool(layers):
+    if (recording is not None) != bool(layers):
         raise EvalError("--recording and --layers go together (brain similarity needs both)")
-    if recording:  # check the file before the evaluation's long work, not after it
+    if isinstance(recording, (str, os.PathLike)):  # check the file before the evaluation's long work, not after it
         from neuroreg.data.lazy import open_recording
 
         with open_recording(recording):
