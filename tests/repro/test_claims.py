@@ -198,10 +198,11 @@ def test_claims_block_is_found_and_replaced():
         claims_block("<!-- claims:quickstart -->\nno end\n", "quickstart")
 
 
-def test_readme_quotes_the_committed_quickstart_claims():
-    committed = json.loads((ROOT / "docs" / "quickstart_claims.json").read_text())
-    assert committed["recipe"] == "quickstart" and committed["rows"]
-    assert claims_block((ROOT / "README.md").read_text(), "quickstart") == claims_paragraph(committed)
+@pytest.mark.parametrize("name, scale", [("quickstart", "mini"), ("quickstart_real", "real")])
+def test_readme_quotes_the_committed_quickstart_claims(name, scale):
+    committed = json.loads((ROOT / "docs" / f"{name}_claims.json").read_text())
+    assert committed["recipe"] == "quickstart" and committed["scale"] == scale and committed["rows"]
+    assert claims_block((ROOT / "README.md").read_text(), name) == claims_paragraph(committed)
 
 
 def test_docs_script_copies_a_report_claims_into_the_readme(tmp_path, monkeypatch):
