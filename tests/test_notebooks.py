@@ -107,14 +107,14 @@ def mini_repro(tmp_path_factory):
     before = Path.cwd()
     os.chdir(root)
     try:
-        # two processes share the stages through their claims (one worker subprocess)
+        # two stages at a time, each a submitit job with its own log
         assert main(["repro", str(recipe), "--seeds", "2", "--out", str(out), "--no-progress", "--jobs", "2"]) == 0
     finally:
         os.chdir(before)
     plan = json.loads((out / "repro.json").read_text())
     assert all((Path(s["folder"]) / "done.json").is_file() for s in plan["stages"])
-    (log,) = (out / "logs").glob("worker-1-*.log")
-    assert "neuroreg repro:" in log.read_text()  # the worker ran and logged
+    logs = sorted((out / "logs").glob("fit-*.log"))
+    assert len(logs) == sum(s["kind"] == "fit" for s in plan["stages"])  # each fit ran as a job and logged
     return out, root
 
 

@@ -415,20 +415,25 @@ def summarize(plan: Mapping[str, Any], fits: Sequence[FitRun]) -> dict[str, Any]
         the summary, or ``None`` when no evaluation has finished.
     """
     from neuroreg.evaluation.suite import metrics
-    from neuroreg.repro.report import failed_checks, summary_of
+    from neuroreg.repro.report import brain_notes, failed_checks, reference_name, summary_of
 
     per_arm: OrderedDict[str, dict[int, dict[str, float]]] = OrderedDict((a, {}) for a in plan["arms"])
     reports: OrderedDict[str, list[str]] = OrderedDict((a, []) for a in plan["arms"])
     failed: OrderedDict[str, list[dict[str, Any]]] = OrderedDict((a, []) for a in plan["arms"])
+    loaded = []
     for run in fits:
         if run.report_path is not None:
             report = run.report()
             per_arm[run.arm][run.seed] = metrics(report)
             reports[run.arm].append(str(run.report_path))
             failed[run.arm] += failed_checks(report, run.seed)
+            loaded.append(report)
     if not any(per_arm.values()):
         return None
-    return summary_of(plan, per_arm, reports, failed)
+    summary = summary_of(plan, per_arm, reports, failed)
+    spec = plan.get("eval") or {}
+    summary["brain"] = brain_notes(loaded, reference_name(spec.get("recording")), (spec.get("budget") or {}).get("rsa_rdm"))
+    return summary
 
 
 # ------------------------------------------------------------------ statistics

@@ -55,7 +55,9 @@ class Probe(pl.LightningModule):
 
 
 @pytest.mark.slow
-def test_ddp_gathered_losses_and_gradients_equal_single_process(tmp_path):
+def test_ddp_gathered_losses_and_gradients_equal_single_process(tmp_path, monkeypatch):
+    # a port another DDP test of this process left in the environment may still be taken: let Lightning pick a free one
+    monkeypatch.delenv("MASTER_PORT", raising=False)
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(16, 6, generator=g), torch.rand(16, 5, generator=g))
     probe = Probe(str(tmp_path))

@@ -281,6 +281,13 @@ def test_multinode_ddp_config_under_slurm(tmp_path, monkeypatch):
                        "SLURM_NODEID": "1", "SLURM_NODELIST": "gpu[07-08]", "SLURM_JOB_ID": "77",
                        "SLURM_JOB_NAME": "neuroreg-fit"}.items():
         monkeypatch.setenv(key, value)
+    # building a Trainer as rank 5 sets the process-wide rank of Lightning's rank-zero helpers: restore it after
+    # this test, or every later logger and rank_zero_warn in this process acts as a non-zero rank
+    from lightning_fabric.utilities import rank_zero as fabric_rank_zero
+    from pytorch_lightning.utilities import rank_zero as pl_rank_zero
+
+    for module in (fabric_rank_zero, pl_rank_zero):
+        monkeypatch.setattr(module.rank_zero_only, "rank", getattr(module.rank_zero_only, "rank", 0))
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(Trainer, "trainer", fail_untyped=False)
     section = {**{k: v for k, v in trainer_cfg.items() if k in ("devices", "num_nodes", "strategy", "sync_batchnorm", "plugins")},
@@ -292,6 +299,7 @@ def test_multinode_ddp_config_under_slurm(tmp_path, monkeypatch):
     assert (trainer.num_nodes, trainer.num_devices, trainer.world_size) == (2, 4, 8)
     assert (trainer.global_rank, trainer.local_rank, trainer.node_rank) == (5, 1, 1)
     assert env.main_address == "gpu07"
+    assert pl_rank_zero.rank_zero_only.rank == 5  # what the restore above undoes
 
 
 def _visible(stage):

@@ -71,7 +71,9 @@ def _trainer(**kw):
 
 
 @pytest.mark.slow
-def test_ddp_test_metrics_equal_single_process(tmp_path):
+def test_ddp_test_metrics_equal_single_process(tmp_path, monkeypatch):
+    # a port another DDP test of this process left in the environment may still be taken: let Lightning pick a free one
+    monkeypatch.delenv("MASTER_PORT", raising=False)
     dm = NeuralDataModule(_source(tmp_path), batch_size=8, eval_batch_size=3)  # 10 test images x 3 repeats: 4 batches
     model = _twin()
     single = _trainer(devices=1).test(model, datamodule=dm, verbose=False)[0]
