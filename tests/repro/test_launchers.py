@@ -288,6 +288,11 @@ def test_multinode_ddp_config_under_slurm(tmp_path, monkeypatch):
 
     for module in (fabric_rank_zero, pl_rank_zero):
         monkeypatch.setattr(module.rank_zero_only, "rank", getattr(module.rank_zero_only, "rank", 0))
+    # SLURMEnvironment writes the main address and port it derives into os.environ: undo that too, or a
+    # later DDP run of this process waits for a rendezvous at gpu07
+    for key in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(key, "unset")  # recorded first, so the undo restores the original state
+        monkeypatch.delenv(key)
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(Trainer, "trainer", fail_untyped=False)
     section = {**{k: v for k, v in trainer_cfg.items() if k in ("devices", "num_nodes", "strategy", "sync_batchnorm", "plugins")},
