@@ -25,7 +25,7 @@ def naive_cosine(x, mask=None):
     for i in range(b):
         for j in range(b):
             ni, nj = np.linalg.norm(xc[i]), np.linalg.norm(xc[j])
-            s[i, j] = 0.0 if ni < 1e-8 or nj < 1e-8 else xc[i] @ xc[j] / (ni * nj)
+            s[i, j] = xc[i] @ xc[j] / (max(ni, 1e-8) * max(nj, 1e-8))  # norms floored at the same 1e-8: a zero vector gives 0
     return s
 
 
