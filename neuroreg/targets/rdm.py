@@ -55,7 +55,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from neuroreg.io import atomic_path
+from neuroreg.data.hdf5 import open_hdf5
+from neuroreg.io import atomic_hdf5
 
 from .base import NeuralBatchSource
 from .format import target_key
@@ -235,10 +236,11 @@ class RDMTargets:
 
     # --------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically (:func:`neuroreg.io.atomic_path`: temporary file, fsync, rename)."""
+        """Write atomically (:func:`neuroreg.io.atomic_hdf5`: built in memory, then temporary file,
+        fsync, rename; a full disk is an ``OSError`` and leaves nothing behind)."""
         path = Path(path)
         str_dt = h5py.string_dtype("utf-8")
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        with atomic_hdf5(path) as f:
             f.create_dataset("images", data=self.images, chunks=(1, *self.images.shape[1:]), compression="gzip")
             if self.image_ids.dtype == object:
                 f.create_dataset("image_ids", data=self.image_ids.astype(str).tolist(), dtype=str_dt)
@@ -265,13 +267,7 @@ class RDMTargets:
             RDMError: not an RDMTargets file, another schema version, or a bad field.
         """
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"RDMTargets file not found: {path}")
-        try:
-            f = h5py.File(path, "r")
-        except OSError as err:
-            raise RDMError(f"{path}: not a readable HDF5 file ({err})") from err
-        with f:
+        with open_hdf5(path, "RDMTargets file", RDMError) as f:
             if f.attrs.get("format") != FORMAT:
                 raise RDMError(f"{path}: attribute 'format': expected {FORMAT!r}, found {f.attrs.get('format')!r}")
             version = int(f.attrs.get("schema_version", -1))
