@@ -27,14 +27,16 @@ from ..targets.format import TargetSet, TargetSetError, target_key
 from ..targets.rdm import RDMBatchDataset, RDMSource
 from .datasets import (
     AlignedDataset,
+    BatchConcat,
     NeuralDataset,
     PredictionImages,
     RepeatDataset,
     TrialDataset,
+    collate_batch,
 )
 from .images import SPLITS, ImageData, ImageSplit, ImageSplitDataset
 from .images.colour import match_channels_and_size
-from .recording import TIERS, NeuralRecording, RecordingError
+from .recording import TIERS, NeuralRecording, RecordingError, row_blocks
 from .recording_sources import RecordingSource, recording_source
 from .sampling import (
     EpochSampler,
@@ -282,6 +284,13 @@ class NeuralDataModule(pl.LightningDataModule):
             shown in this tier (one of :data:`~neuroreg.data.recording.TIERS`).
         seed: seed of the training order; ``None``: the run's ``seed_everything``
             value (``PL_GLOBAL_SEED``), 0 when the run is not seeded.
+        mmap: memory-map the recordings' responses instead of reading them into memory,
+            for recordings larger than memory. Each training batch reads its rows from
+            the file (sorted, so in file order; the page cache keeps what fits);
+            validation and test trials and the images are read into memory. With
+            ``num_workers >= 1`` the workers read the next batches while the current
+            one trains. A recording with neurons never recorded in training is refused
+            (dropping them would copy the responses).
 
     Raises:
         RecordingError: a recording without train or validation tier (names the file).
@@ -298,8 +307,10 @@ class NeuralDataModule(pl.LightningDataModule):
         predict_splits: list[str] = ("train", "validation", "test"),
         seed: int | None = None,
         predict_tier: str | None = None,
+        mmap: bool = False,
     ):
         super().__init__()
+        self.mmap = bool(mmap)
         if batch_size < 1:
             raise ValueError(f"NeuralDataModule: 'batch_size': expected >= 1, found {batch_size}")
         if isinstance(recording, dict):
@@ -335,8 +346,15 @@ class NeuralDataModule(pl.LightningDataModule):
                     f"{rec.name}: field 'trial_tier': NeuralDataModule needs a '{tier}' tier "
                     f"({'fitting' if tier == 'train' else 'early stopping and model selection'}), found tiers {rec.tiers}"
                 )
-        train = rec.trial_tier == "train"
-        dead = np.isnan(rec.responses[train]).all(axis=0)
+        dead = np.ones(rec.n_neurons, dtype=bool)
+        for block in row_blocks(rec.responses, np.flatnonzero(rec.trial_tier == "train")):
+            dead &= np.isnan(block).all(axis=0)
+        if dead.any() and rec.mapped:
+            raise RecordingError(
+                f"{rec.name}: field 'responses': {int(dead.sum())} of {rec.n_neurons} neurons are NaN on every training "
+                f"trial (ids {rec.neurons['ids'][dead][:5].tolist()}); with mmap: true they cannot be dropped without "
+                "copying the responses: save the recording without them, or set mmap: false"
+            )
         if dead.any():
             ids = rec.neurons["ids"][dead]
             warnings.warn(
@@ -359,7 +377,7 @@ class NeuralDataModule(pl.LightningDataModule):
     def recordings(self) -> dict[str, NeuralRecording]:
         """``{dataset name: NeuralRecording}`` (loaded and checked on first use)."""
         if self._recordings is None:
-            self._recordings = {name: self._checked(src.load()) for name, src in self.sources.items()}
+            self._recordings = {name: self._checked(src.load(mmap=self.mmap)) for name, src in self.sources.items()}
         return self._recordings
 
     @property
@@ -387,9 +405,13 @@ class NeuralDataModule(pl.LightningDataModule):
     def mean_response(self, name: str, tier: str = "train") -> np.ndarray:
         """``[K]`` mean response per neuron over the recorded trials of ``tier``."""
         rec = self.recordings[name]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmean(rec.responses[rec.trial_tier == tier], axis=0)
+        total = np.zeros(rec.n_neurons, dtype=np.float64)
+        count = np.zeros(rec.n_neurons, dtype=np.int64)
+        for block in row_blocks(rec.responses, np.flatnonzero(rec.trial_tier == tier)):
+            total += np.nansum(block, axis=0, dtype=np.float64)
+            count += block.shape[0] - np.isnan(block).sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
 
     # ----------------------------------------------------------- dataloaders
     def _replicas(self) -> dict[str, int]:
@@ -408,11 +430,11 @@ class NeuralDataModule(pl.LightningDataModule):
         parts = []
         for name, rec in self.recordings.items():
             trials = np.flatnonzero(rec.trial_tier == "train")
-            parts.append(TrialDataset(self._tensor_images(name), rec.trial_image[trials], rec.responses[trials], name))
+            parts.append(TrialDataset(self._tensor_images(name), rec.trial_image[trials], rec.responses, name, rows=trials))
         sampler = GroupedBatchSampler([len(p) for p in parts], self.batch_size, shuffle=True, drop_last=True, seed=self.seed,
                                       **self._replicas())
-        return ResumableLoader(ConcatDataset(parts), batch_sampler=sampler, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                                pin_memory=PIN_MEMORY)
+        return ResumableLoader(BatchConcat(parts), batch_sampler=sampler, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                                pin_memory=PIN_MEMORY, collate_fn=collate_batch)
 
     def _repeat_loader(self, tier: str) -> DataLoader:
         parts = []

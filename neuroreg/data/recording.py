@@ -30,7 +30,7 @@ import numpy as np
 
 from neuroreg.io import atomic_hdf5
 
-from .hdf5 import open_hdf5, read_plain
+from .hdf5 import contiguous_offset, open_hdf5, read_plain
 
 SCHEMA_VERSION = 1
 TIERS = ("train", "validation", "test", "final_test")
@@ -43,6 +43,7 @@ RESPONSE_UNIT_ALIASES = {
     "rate": "firing_rate", "firing rate": "firing_rate", "spikes/s": "firing_rate", "hz": "firing_rate",
     "au": "a.u.", "arbitrary": "a.u.", "z-score": "a.u.", "zscore": "a.u.",
 }
+_BLOCK_BYTES = 64 << 20  # rows per pass over a (possibly memory-mapped) response array: this many bytes
 _REQUIRED_DATASETS = ("images", "image_ids", "responses", "trial_image", "trial_tier")
 _ATTRS = ("species", "area", "response_unit", "pixels_per_degree", "source", "citation", "license")
 
@@ -70,6 +71,22 @@ def response_unit(spelling: str, field_name: str = "response_unit") -> str:
             f"found {spelling!r}"
         )
     return unit
+
+
+def row_blocks(array: np.ndarray, rows: np.ndarray | None = None, block_bytes: int | None = None):
+    """``array`` (or its ``rows``, ascending) in consecutive row blocks of about ``block_bytes``.
+
+    Passes over responses go block by block, so a memory-mapped recording
+    (:meth:`NeuralRecording.load` with ``mmap=True``) is read once, front to back,
+    and no temporary the size of the whole array is made (``block_bytes`` defaults
+    to 64 MiB).
+    """
+    block_bytes = _BLOCK_BYTES if block_bytes is None else block_bytes
+    n = array.shape[0] if rows is None else len(rows)
+    row_bytes = int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize
+    step = max(1, block_bytes // max(row_bytes, 1))
+    for lo in range(0, n, step):
+        yield array[lo : lo + step] if rows is None else array[rows[lo : lo + step]]
 
 
 def string_array(values) -> np.ndarray:
@@ -110,6 +127,8 @@ class NeuralRecording:
     citation: str = ""
     license: str = ""
     name: str = field(default="<in memory>", compare=False)
+    #: True when ``responses`` is a read-only memory map of the file (``load(..., mmap=True)``)
+    mapped: bool = field(default=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.images = np.asarray(self.images)
@@ -151,8 +170,9 @@ class NeuralRecording:
         if r.ndim != 2:
             self._fail("responses", "rank 2 [trials, neurons]", f"shape {r.shape}")
         n_trials, n_neurons = r.shape
-        if np.isinf(r).any():
-            self._fail("responses", "finite values or NaN (not recorded)", f"{int(np.isinf(r).sum())} inf values")
+        n_inf = sum(int(np.isinf(block).sum()) for block in row_blocks(r))
+        if n_inf:
+            self._fail("responses", "finite values or NaN (not recorded)", f"{n_inf} inf values")
         if self.trial_image.shape != (n_trials,):
             self._fail("trial_image", f"shape ({n_trials},) (one entry per trial of responses)", f"shape {self.trial_image.shape}")
         if self.trial_image.dtype.kind not in "iu":
@@ -279,8 +299,16 @@ class NeuralRecording:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> NeuralRecording:
+    def load(cls, path: str | os.PathLike, mmap: bool = False) -> NeuralRecording:
         """Read and validate a recording written by :meth:`save`.
+
+        Args:
+            path: the file.
+            mmap: memory-map ``/responses`` read-only instead of reading it into memory
+                (for recordings larger than memory; the page cache keeps what fits).
+                The file must store it as a plain block, as :meth:`save` writes it;
+                images and the small arrays are read into memory. Validation reads the
+                responses once, block by block.
 
         Raises:
             FileNotFoundError: the file does not exist.
@@ -303,10 +331,24 @@ class NeuralRecording:
                 for key in f["neurons"]:
                     values = f["neurons"][key][()]
                     neurons[key] = string_array(values) if values.dtype.kind in "OS" else values
+            if mmap:
+                ds = f["responses"]
+                offset = contiguous_offset(ds)
+                if offset is None:
+                    raise RecordingError(
+                        f"{path}: dataset '/responses': expected a plain contiguous block to memory-map (as "
+                        f"NeuralRecording.save writes it), found chunks={ds.chunks}, compression={ds.compression}; "
+                        "rewrite it with NeuralRecording.load(path).save(new_path), or load it without mmap"
+                    )
+                if ds.dtype != np.float32:
+                    raise RecordingError(f"{path}: dataset '/responses': expected float32 to memory-map, found {ds.dtype}")
+                responses = np.memmap(path, dtype=np.float32, mode="r", offset=offset, shape=tuple(ds.shape))
+            else:
+                responses = read_plain(path, f["responses"])
             return cls(
                 images=read_plain(path, f["images"]),
                 image_ids=string_array(ids) if ids.dtype.kind in "OS" else ids,
-                responses=read_plain(path, f["responses"]),
+                responses=responses,
                 trial_image=f["trial_image"][()],
                 trial_tier=f["trial_tier"][()],
                 neurons=neurons,
@@ -318,4 +360,5 @@ class NeuralRecording:
                 citation=str(f.attrs.get("citation", "")),
                 license=str(f.attrs.get("license", "")),
                 name=str(path),
+                mapped=mmap,
             )

@@ -35,7 +35,8 @@ from .simulated import V1Population, pink_noise_images
 class RecordingSource:
     """Where a NeuralRecording comes from (injected by config): its loader and content hash."""
 
-    def load(self) -> NeuralRecording:
+    def load(self, mmap: bool = False) -> NeuralRecording:
+        """The recording; with ``mmap`` its responses memory-mapped from its file (:meth:`NeuralRecording.load`)."""
         raise NotImplementedError
 
     def fingerprint(self) -> str:
@@ -53,8 +54,8 @@ class RecordingFile(RecordingSource):
     def __init__(self, path: str):
         self.path = Path(path)
 
-    def load(self) -> NeuralRecording:
-        return NeuralRecording.load(self.path)
+    def load(self, mmap: bool = False) -> NeuralRecording:
+        return NeuralRecording.load(self.path, mmap=mmap)
 
     def fingerprint(self) -> str:
         if not self.path.exists():
@@ -144,10 +145,10 @@ class SimulatedRecording(RecordingSource):
     def path(self) -> Path:
         return self.cache_dir / f"sim_{self.population.preset}_{self.fingerprint()[:20]}.h5"
 
-    def load(self) -> NeuralRecording:
+    def load(self, mmap: bool = False) -> NeuralRecording:
         path, key = self.path, self.fingerprint()
         if path.exists():
-            rec = NeuralRecording.load(path)
+            rec = NeuralRecording.load(path, mmap=mmap)
             if f"key={key}" not in rec.source:
                 raise RecordingError(f"{path}: attribute 'source': expected content key {key}, found {rec.source!r}")
             return rec
@@ -156,6 +157,8 @@ class SimulatedRecording(RecordingSource):
         rec = self.population.record(imgs, repeats=reps, seed=self.seed, tiers=tiers)
         rec.source = f"{rec.source}, key={key}"
         rec.save(path)
+        if mmap:
+            return NeuralRecording.load(path, mmap=True)
         rec.name = str(path)
         return rec
 
@@ -252,7 +255,7 @@ class ManifestRecording(RecordingSource):
         """The cached recording: ``<cache_dir>/<manifest>-<first 20 hex of the key>.h5``."""
         return self.cache_dir / f"{self.manifest.name}-{self.fingerprint()[:20]}.h5"
 
-    def load(self) -> NeuralRecording:
+    def load(self, mmap: bool = False) -> NeuralRecording:
         from .commands import convert
 
         path = self.path
@@ -264,7 +267,7 @@ class ManifestRecording(RecordingSource):
                     f"ManifestRecording: 'manifest': the reader of {self.manifest.name!r} ({self.manifest.reader_function}) "
                     f"returns a {type(result).__name__}, not a NeuralRecording"
                 )
-        rec = NeuralRecording.load(path)
+        rec = NeuralRecording.load(path, mmap=mmap)
         if not rec.source.startswith(f"{self.manifest.name}:"):
             raise RecordingError(f"{path}: attribute 'source': expected one starting with {self.manifest.name + ':'!r}, found {rec.source!r}")
         return rec

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..data.recording import row_blocks
+
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, values, torch.zeros_like(values)).sum() / mask.sum().clamp_min(1)
@@ -54,11 +56,16 @@ class PoissonLoss(nn.Module):
         return torch.where(mean >= 1.0, mean - 1.0, torch.log(mean))
 
     def check(self, responses: np.ndarray, where: str) -> None:
-        neg = np.asarray(responses) < 0
-        if neg.any():
+        n_neg, low = 0, np.inf
+        for block in row_blocks(np.asarray(responses)):  # block by block: the responses may be memory-mapped
+            neg = block < 0
+            if neg.any():
+                n_neg += int(neg.sum())
+                low = min(low, float(block[neg].min()))
+        if n_neg:
             raise ValueError(
                 f"{where}: 'responses': PoissonLoss expects non-negative responses (spikes, deconvolved), found "
-                f"{int(neg.sum())} negative values (min {np.nanmin(responses):.3g}); use "
+                f"{n_neg} negative values (min {low:.3g}); use "
                 "neuroreg.twin.losses.GaussianLoss for responses that can be negative (e.g. dF/F)"
             )
 
