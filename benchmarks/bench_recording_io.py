@@ -13,8 +13,17 @@ LazyRecording cold first epoch (open + epoch) and warm; a LazyRecording whose bu
 holds a quarter of the file (memory-mapped sorted row reads), cold and warm; and the
 same cold first epochs with a small training step per batch (a conv core and a
 linear readout to every neuron, forward + backward), where the background read
-overlaps with compute. The last line is the cold LazyRecording epoch ÷ in-memory
-epoch, loading only.
+overlaps with compute. Then the training epochs a twin fit really runs, through
+NeuralDataModule's training loader with that step: in memory (warm), and with
+``mmap=True`` (responses memory-mapped, each batch reads its sorted rows), both as a
+cold first epoch including the module's set-up, and as an epoch whose pages were
+dropped after set-up (every epoch of a recording larger than memory), without and
+with a loader worker reading ahead.
+
+The last two lines are the goal ratios: the cold LazyRecording epoch ÷ in-memory
+epoch, loading only (bounded by disk ÷ memory bandwidth: the floor line says how),
+and a training epoch through NeuralDataModule(mmap=True) (the default, no workers) with
+its pages dropped ÷ the in-memory one.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_recording_io.py [--trials 5000] [--neurons 8000]
 """
@@ -30,14 +39,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from neuroreg.data.datamodules import NeuralDataModule
 from neuroreg.data.lazy import open_recording
 from neuroreg.data.readers.sensorium import read_sensorium
 from neuroreg.data.recording import NeuralRecording
 
 
+DROP_ALL = True  # --evict file: only posix_fadvise on the file
+
+
 def drop_cache(path: Path) -> str:
     """Evict ``path`` from the page cache; returns the method used."""
     try:
+        if not DROP_ALL:
+            raise PermissionError("--evict file")
         os.sync()
         Path("/proc/sys/vm/drop_caches").write_text("1\n")
         return "drop_caches"
@@ -123,8 +138,15 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every cold run (medians are printed)")
     p.add_argument("--dir", default=None, help="where to write the files (default: a temporary folder)")
+    p.add_argument("--evict", choices=("all", "file"), default="all",
+                   help="how cold runs empty the page cache: all of it (/proc/sys/vm/drop_caches, where allowed) or "
+                        "only this file's pages (posix_fadvise)")
     a = p.parse_args()
+    global DROP_ALL
+    DROP_ALL = a.evict == "all"
     torch.set_num_threads(1)
+    if a.dir is not None:
+        Path(a.dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
@@ -189,6 +211,41 @@ def main() -> None:
             runs.setdefault("mem_step", []).append(epochs(mem_batch, n, bs, 1, step=step)[0])
             runs.setdefault("load_step", []).append(cold(step=step, start=load_start)[0])
             runs.setdefault("lazy_step", []).append(cold(step=step, start=lazy_start(2 * size))[0])
+        def module_epoch(mmap: bool, workers: int, cold_setup: bool, evict: bool) -> float:
+            """Samples/s of one training epoch through NeuralDataModule's loader, with the training step."""
+            if cold_setup:
+                drop_cache(out)
+            t0 = time.perf_counter()
+            dm = NeuralDataModule(str(out), batch_size=bs, seed=0, mmap=mmap, num_workers=workers)
+            dm.mean_response("default")  # what TwinModule.setup reads
+            loader = dm.train_dataloader()
+            if evict:
+                drop_cache(out)
+                t0 = time.perf_counter()
+            seen = 0
+            for batch in loader:
+                step(batch["image"], batch["response"])
+                seen += len(batch["response"])
+            return seen / (time.perf_counter() - t0)
+
+        def module_warm() -> float:
+            dm = NeuralDataModule(str(out), batch_size=bs, seed=0)
+            loader = dm.train_dataloader()
+            list(loader)  # set-up and one pass outside the timing
+            t0 = time.perf_counter()
+            seen = 0
+            for batch in loader:
+                step(batch["image"], batch["response"])
+                seen += len(batch["response"])
+            return seen / (time.perf_counter() - t0)
+
+        for _ in range(a.repeats):
+            runs.setdefault("dm_mem", []).append(module_warm())
+            runs.setdefault("dm_load_cold", []).append(module_epoch(False, 0, True, False))
+            runs.setdefault("dm_mmap_cold", []).append(module_epoch(True, 0, True, False))
+            runs.setdefault("dm_mmap_cold_w1", []).append(module_epoch(True, 1, True, False))
+            runs.setdefault("dm_mmap_evict", []).append(module_epoch(True, 0, False, True))
+            runs.setdefault("dm_mmap_evict_w1", []).append(module_epoch(True, 1, False, True))
         med = {k: float(np.median(v)) for k, v in runs.items()}
         mem_warm, mem_step = med["mem"], med["mem_step"]
         rows = [
@@ -201,6 +258,12 @@ def main() -> None:
             ("with a training step: in-memory", "mem_step", mem_step),
             ("with a training step: load + first epoch, cold", "load_step", mem_step),
             ("with a training step: LazyRecording first epoch, cold", "lazy_step", mem_step),
+            ("NeuralDataModule training epoch, in memory, warm", "dm_mem", med["dm_mem"]),
+            ("  in memory: set-up + first epoch, cold", "dm_load_cold", med["dm_mem"]),
+            ("  mmap: set-up + first epoch, cold", "dm_mmap_cold", med["dm_mem"]),
+            ("  mmap, 1 worker: set-up + first epoch, cold", "dm_mmap_cold_w1", med["dm_mem"]),
+            ("  mmap: epoch with its pages dropped", "dm_mmap_evict", med["dm_mem"]),
+            ("  mmap, 1 worker: epoch with its pages dropped", "dm_mmap_evict_w1", med["dm_mem"]),
         ]
         print(f"medians of {a.repeats} interleaved repeats")
         print(f"{'reading':<56} {'samples/s':>10} {'ratio':>6}")
@@ -208,7 +271,9 @@ def main() -> None:
             print(f"{name:<56} {med[key]:>10,.0f} {med[key] / ref:>6.2f}")
         floor = seq + n / mem_warm
         print(f"loading-only cold epoch floor (cold sequential read, then an in-memory epoch): ratio {n / mem_warm / floor:.2f}")
-        print(f"ratio cold {med['lazy'] / mem_warm:.3f}")
+        print(f"ratio cold, loading only (LazyRecording first epoch / in-memory epoch): {med['lazy'] / mem_warm:.3f}")
+        print(f"ratio cold, training epoch (NeuralDataModule mmap, pages dropped / in memory): "
+              f"{med['dm_mmap_evict'] / med['dm_mem']:.3f}")
 
 
 if __name__ == "__main__":
