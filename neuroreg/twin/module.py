@@ -103,6 +103,7 @@ class TwinModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self._eval_outputs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._eval_losses: list[tuple[float, int]] = []  # (batch loss, batch size) of this evaluation epoch
         self.metric_notes: dict[str, str] = {}
 
     @property
@@ -193,28 +194,34 @@ class TwinModule(pl.LightningModule):
         repeats = batch["repeats"]  # [B, R, K]
         terms = self.loss(pred.unsqueeze(1).expand_as(repeats), repeats)
         if bool((~torch.isnan(repeats)).any()):
-            self.log(f"{stage}/loss/loss", terms["loss"], batch_size=pred.shape[0], add_dataloader_idx=False)
+            self._eval_losses.append((float(terms["loss"].detach()), int(pred.shape[0])))
         self._eval_outputs.setdefault(dataset, []).append((pred.detach().float().cpu().numpy(), repeats.cpu().numpy()))
 
-    def _gathered_outputs(self) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
-        """This epoch's evaluation outputs of every DDP rank (each rank predicted its share of the images)."""
+    def _gathered_outputs(self) -> tuple[dict[str, list[tuple[np.ndarray, np.ndarray]]], list[tuple[float, int]]]:
+        """This epoch's evaluation outputs and batch losses of every DDP rank (each rank predicted its share of the images)."""
         dist = torch.distributed
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return self._eval_outputs
+            return self._eval_outputs, self._eval_losses
         shares: list = [None] * dist.get_world_size()
-        dist.all_gather_object(shares, self._eval_outputs)
+        dist.all_gather_object(shares, (self._eval_outputs, self._eval_losses))
         merged: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-        for share in shares:
-            for dataset, outputs in share.items():
+        losses: list[tuple[float, int]] = []
+        for outputs_of_rank, losses_of_rank in shares:
+            for dataset, outputs in outputs_of_rank.items():
                 merged.setdefault(dataset, []).extend(outputs)
-        return merged
+            losses.extend(losses_of_rank)
+        return merged, losses
 
     def _eval_epoch_end(self, stage: str) -> dict[str, float]:
         # metrics over all images at once: correlations, oracle and FEV of rank-local
         # shares averaged afterwards would not equal those of the whole set
         per_dataset = {}
         repeated = 0
-        for dataset, outputs in self._gathered_outputs().items():
+        gathered, losses = self._gathered_outputs()
+        if losses:  # the batch-size-weighted mean of the batch losses, over the batches of all ranks
+            n = sum(b for _, b in losses)
+            self.log(f"{stage}/loss/loss", float(sum(v * b for v, b in losses) / n))
+        for dataset, outputs in gathered.items():
             pred = np.concatenate([p for p, _ in outputs])
             r = max(x.shape[1] for _, x in outputs)
             reps = np.concatenate([np.pad(x, ((0, 0), (0, r - x.shape[1]), (0, 0)), constant_values=np.nan) for _, x in outputs])
@@ -230,6 +237,7 @@ class TwinModule(pl.LightningModule):
                     warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             repeated += metrics.repeated_images(reps)
         self._eval_outputs = {}
+        self._eval_losses = []
         if not per_dataset:
             return {}
         self.log(f"{stage}/oracle_images", float(repeated))
@@ -245,6 +253,7 @@ class TwinModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._eval_outputs = {}
+        self._eval_losses = []
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -254,6 +263,7 @@ class TwinModule(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._eval_outputs = {}
+        self._eval_losses = []
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, "test")
