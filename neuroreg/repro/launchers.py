@@ -201,10 +201,27 @@ def _error_line(stage: Stage, err: BaseException) -> str:
 
 
 # -------------------------------------------------------------------- console
+def _done_wall(stage: Stage) -> float | None:
+    """The wall time an earlier run recorded in the stage's ``done.json``, if any."""
+    if not stage.done():
+        return None
+    try:
+        wall = float(stage.result()["wall_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return wall if wall >= 0 else None
+
+
 class Progress:
     """One progress display over the stages: done / running / left, the running stages'
-    names and an ETA from the stages finished so far (tqdm, on a terminal), and one line
-    per stage that finishes, fails or is skipped (always)."""
+    names and an ETA (tqdm, on a terminal), and one line per stage that finishes, fails
+    or is skipped (always).
+
+    The ETA sums, over the stages not finished, the mean wall time of finished stages of
+    the same kind (fits, evaluations and reports take very different times), or of all
+    finished stages for a kind none has finished yet; a running stage counts what it
+    has left of that. Stages finished by an earlier run count through the ``wall_s`` of
+    their ``done.json``. The sum is divided by the parallel jobs."""
 
     def __init__(self, stages: Sequence[Stage], jobs: int, file: TextIO | None = None, bar: bool | None = None,
                  prefix: str = "neuroreg repro"):
@@ -216,7 +233,13 @@ class Progress:
         self.jobs = max(1, jobs)
         self.prefix = prefix
         self.running: dict[str, float] = {}
-        self.walls: list[float] = []
+        self.kinds = {s.name: s.kind for s in stages}
+        self.pending = {s.name for s in stages if not s.done()}
+        self.walls: dict[str, list[float]] = {}  # by stage kind
+        for s in stages:
+            wall = _done_wall(s)
+            if wall is not None:
+                self.walls.setdefault(s.kind, []).append(wall)
         self.failed = 0
         self.t0 = time.time()
         show = self.file.isatty() if bar is None else bar
@@ -225,12 +248,18 @@ class Progress:
         self._refresh()
 
     def eta(self) -> float | None:
-        """Seconds left: the mean wall time of the stages finished here × the stages not
-        finished, over the parallel jobs (``None`` before the first finishes)."""
-        if not self.walls:
+        """Seconds left (see the class); ``None`` before any stage has a wall time."""
+        every = [w for ws in self.walls.values() for w in ws]
+        if not every:
             return None
-        left = self.total - self.done - self.failed
-        return sum(self.walls) / len(self.walls) * left / self.jobs
+        overall = sum(every) / len(every)
+        now = time.time()
+        left = 0.0
+        for name in self.pending:
+            ws = self.walls.get(self.kinds[name])
+            expected = sum(ws) / len(ws) if ws else overall
+            left += max(0.0, expected - (now - self.running[name])) if name in self.running else expected
+        return left / self.jobs
 
     def _eta_text(self) -> str:
         eta = self.eta()
@@ -255,7 +284,8 @@ class Progress:
 
     def finished(self, stage: Stage) -> None:
         wall = time.time() - self.running.pop(stage.name, time.time())
-        self.walls.append(wall)
+        self.walls.setdefault(stage.kind, []).append(wall)
+        self.pending.discard(stage.name)
         self.done += 1
         self.bar.update(1)
         self._refresh()
@@ -263,6 +293,7 @@ class Progress:
 
     def failed_stage(self, stage: Stage, error: str, log: Path | None) -> None:
         self.running.pop(stage.name, None)
+        self.pending.discard(stage.name)
         self.failed += 1
         self._refresh()
         self.line(f"{self.prefix}: FAILED {stage.name}: {error}")
@@ -275,6 +306,7 @@ class Progress:
             self.line(f"  log: {log}")
 
     def skipped(self, stage: Stage, because: str) -> None:
+        self.pending.discard(stage.name)
         self.failed += 1
         self._refresh()
         self.line(f"{self.prefix}: skipped {stage.name}: {because} failed")

@@ -113,6 +113,29 @@ def test_progress_eta_from_finished_stages(tmp_path):
     p.close()
 
 
+def test_progress_eta_weighs_each_kind_and_counts_earlier_runs(tmp_path):
+    fits = [Stage(f"fit{i}", "fit", str(i), tmp_path / f"fit{i}", _hello) for i in range(3)]
+    evals = [Stage(f"eval{i}", "eval", str(i), tmp_path / f"eval{i}", _hello) for i in range(3)]
+    report = Stage("report", "report", "r", tmp_path / "report", _hello)
+    fits[0].folder.mkdir()
+    fits[0].done_path.write_text(json.dumps({"stage": "fit0", "key": "0", "wall_s": 100.0}))  # an earlier run's
+    p = Progress([*fits, *evals, report], jobs=1, file=io.StringIO(), bar=False)
+    assert p.done == 1
+    assert p.eta() == pytest.approx(100.0 * 6)  # nothing else measured yet: every stage left counts the fit's 100 s
+    p.started(evals[0])
+    p.running["eval0"] -= 4.0
+    p.finished(evals[0])
+    # 2 fits x 100 s, 2 evaluations x 4 s, and the report (no kind measured) at the mean of all (52 s)
+    assert p.eta() == pytest.approx(2 * 100 + 2 * 4 + 52, rel=1e-3)
+    p.started(fits[1])
+    p.running["fit1"] -= 30.0  # running for 30 s: 70 s of it left
+    assert p.eta() == pytest.approx(70 + 100 + 2 * 4 + 52, rel=1e-3)
+    p.failed_stage(fits[1], "boom", None)
+    p.skipped(evals[1], "fit1")
+    assert p.eta() == pytest.approx(100 + 4 + 52, rel=1e-3)
+    p.close()
+
+
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch):
     """``sbatch`` and ``srun`` on PATH: sbatch records its arguments and prints a new job id."""
