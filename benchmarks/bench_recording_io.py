@@ -211,8 +211,17 @@ def main() -> None:
             runs.setdefault("mem_step", []).append(epochs(mem_batch, n, bs, 1, step=step)[0])
             runs.setdefault("load_step", []).append(cold(step=step, start=load_start)[0])
             runs.setdefault("lazy_step", []).append(cold(step=step, start=lazy_start(2 * size))[0])
+
+        def train_epoch(loader, t0: float) -> float:
+            """Samples/s of one pass of the training step over ``loader``, timed from ``t0``."""
+            seen = 0
+            for batch in loader:
+                step(batch["image"], batch["response"])
+                seen += len(batch["response"])
+            return seen / (time.perf_counter() - t0)
+
         def module_epoch(mmap: bool, workers: int, cold_setup: bool, evict: bool) -> float:
-            """Samples/s of one training epoch through NeuralDataModule's loader, with the training step."""
+            """One training epoch through NeuralDataModule's loader; timed from the module's set-up unless ``evict``."""
             if cold_setup:
                 drop_cache(out)
             t0 = time.perf_counter()
@@ -222,22 +231,12 @@ def main() -> None:
             if evict:
                 drop_cache(out)
                 t0 = time.perf_counter()
-            seen = 0
-            for batch in loader:
-                step(batch["image"], batch["response"])
-                seen += len(batch["response"])
-            return seen / (time.perf_counter() - t0)
+            return train_epoch(loader, t0)
 
         def module_warm() -> float:
-            dm = NeuralDataModule(str(out), batch_size=bs, seed=0)
-            loader = dm.train_dataloader()
+            loader = NeuralDataModule(str(out), batch_size=bs, seed=0).train_dataloader()
             list(loader)  # set-up and one pass outside the timing
-            t0 = time.perf_counter()
-            seen = 0
-            for batch in loader:
-                step(batch["image"], batch["response"])
-                seen += len(batch["response"])
-            return seen / (time.perf_counter() - t0)
+            return train_epoch(loader, time.perf_counter())
 
         for _ in range(a.repeats):
             runs.setdefault("dm_mem", []).append(module_warm())
