@@ -11,7 +11,10 @@ after 3 warm-up steps. Without one, the same table at a CPU-small size (batch 16
 16×16 images, float32, 2 timed steps after 1 warm-up, 5-step attacks); CPU numbers say nothing about GPU speed, and
 on a shared machine only the ratios measured within one run are comparable.
 
-    python benchmarks/bench_gpu.py [--device cuda|cpu] [--batch N] [--steps N]
+    python benchmarks/bench_gpu.py [--device cuda|cpu] [--batch N] [--steps N] [--precision bf16|fp32] [--channels-last]
+
+``--precision bf16 --channels-last`` on a CPU runs the GPU settings' code path (autocast
+to bfloat16 on the CPU), which the tests do at a tiny size.
 """
 
 from __future__ import annotations
@@ -86,6 +89,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--attack-steps", type=int, default=None)
     p.add_argument("--threads", type=int, default=1, help="CPU threads (more than one oversubscribes a shared machine)")
+    p.add_argument("--precision", choices=("bf16", "fp32"), default=None, help="default: bf16 autocast on a GPU, else fp32")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="default: on a GPU")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     gpu = a.device == "cuda"
@@ -94,24 +99,27 @@ def main() -> None:
     steps = a.steps or (10 if gpu else 2)
     warmup = 3 if gpu else 1
     attack_steps = a.attack_steps or (20 if gpu else 5)
+    bf16 = (a.precision or ("bf16" if gpu else "fp32")) == "bf16"
+    channels_last = gpu if a.channels_last is None else a.channels_last
     if gpu:
         torch.backends.cudnn.benchmark = True
-
+    if bf16:
         def autocast():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+            return torch.autocast("cuda" if gpu else "cpu", dtype=torch.bfloat16)
     else:
         autocast = contextlib.nullcontext
     torch.manual_seed(0)
     x = torch.rand(batch, 3, a.size, a.size, device=a.device)
     y = torch.randint(0, 10, (batch,), device=a.device)
     t = torch.rand(batch, NEURONS, device=a.device)
-    print(f"device {a.device}; batch {batch}, {a.size}x{a.size} RGB, {'bf16 autocast, channels-last' if gpu else 'float32'}; "
+    settings = ", ".join(["bf16 autocast" if bf16 else "float32"] + (["channels-last"] if channels_last else []))
+    print(f"device {a.device}; batch {batch}, {a.size}x{a.size} RGB, {settings}; "
           f"{steps} timed steps after {warmup} warm-up")
     print(f"{'backbone':<11} {'regularizer':<26} {'images/s':>9} {'step ms':>8} {'÷ plain':>8}")
     for name in ("ResNet18", "FastResNet"):
         plain = None
         for reg_name in [None, *REGULARIZERS]:
-            model = classifier(name, reg_name, a.size, a.device, channels_last=gpu).train()
+            model = classifier(name, reg_name, a.size, a.device, channels_last=channels_last).train()
             sec = timed(train_step(model, x, y, t, autocast), steps, warmup, a.device)
             plain = sec if plain is None else plain
             print(f"{name:<11} {reg_name or 'none (plain)':<26} {batch / sec:>9,.0f} {1000 * sec:>8.1f} {sec / plain:>8.2f}")
@@ -121,7 +129,7 @@ def main() -> None:
 
     print(f"{'attack':<38} {'images/s':>9} {'s/batch':>8}")
     for name in ("ResNet18", "FastResNet"):
-        model = classifier(name, None, a.size, a.device, channels_last=gpu).eval()
+        model = classifier(name, None, a.size, a.device, channels_last=channels_last).eval()
         for attack, fn in (("PGD", lambda m=model: pgd(m, x, y, eps=8 / 255, steps=attack_steps)),
                            ("APGD-CE", lambda m=model: apgd(m, x, y, eps=8 / 255, steps=attack_steps))):
             sec = timed(fn, 1, 0 if not gpu else 1, a.device)
