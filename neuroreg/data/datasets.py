@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, default_collate
 
 from .images import ImageData, ImageSplit, ImageSplitDataset
+from .recording import picklable, unpickled
 
 
 class AlignedDataset(Dataset):
@@ -72,6 +73,16 @@ class TrialDataset(Dataset):
             raise ValueError(f"TrialDataset '{dataset}': 'rows': expected {len(trial_image)} (one per trial), found {len(self.rows)}")
         self.responses = responses
         self.dataset = dataset
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["responses"] = picklable(self.responses)  # workers and spawned ranks map the file, not a copy
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        state["responses"] = unpickled(state["responses"])
+        self.__dict__.update(state)
 
     def __len__(self) -> int:
         return len(self.trial_image)

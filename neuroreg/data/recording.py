@@ -89,6 +89,49 @@ def row_blocks(array: np.ndarray, rows: np.ndarray | None = None, block_bytes: i
         yield array[lo : lo + step] if rows is None else array[rows[lo : lo + step]]
 
 
+@dataclass(frozen=True)
+class FileMap:
+    """A picklable reference to a read-only memory map of a whole array in a file.
+
+    Pickling a memory-mapped array copies its data; a mapped recording (and the datasets
+    over it) pickle this reference instead, so DataLoader workers and spawned DDP ranks
+    map the same file rather than receiving a copy of it.
+    """
+
+    path: str
+    offset: int
+    dtype: str
+    shape: tuple[int, ...]
+
+    @classmethod
+    def of(cls, array) -> FileMap | None:
+        """The reference when ``array`` is (a view of) the whole of a read-only ``np.memmap``, else None."""
+        base = array  # the root of the view chain: the memmap whose own base is the mmap itself
+        while isinstance(getattr(base, "base", None), np.ndarray):
+            base = base.base
+        if not isinstance(base, np.memmap) or base.filename is None or base.mode != "r":
+            return None
+        if array.shape != base.shape or array.dtype != base.dtype or array.strides != base.strides:
+            return None
+        if array.__array_interface__["data"][0] != base.__array_interface__["data"][0]:
+            return None
+        return cls(str(base.filename), int(base.offset), base.dtype.str, tuple(int(n) for n in base.shape))
+
+    def open(self) -> np.ndarray:
+        return np.asarray(np.memmap(self.path, dtype=np.dtype(self.dtype), mode="r", offset=self.offset, shape=self.shape))
+
+
+def picklable(array):
+    """``array``, or its :class:`FileMap` when it is a read-only memory map of a file (for ``__getstate__``)."""
+    ref = FileMap.of(array) if isinstance(array, np.ndarray) else None
+    return array if ref is None else ref
+
+
+def unpickled(value):
+    """The inverse of :func:`picklable` (for ``__setstate__``)."""
+    return value.open() if isinstance(value, FileMap) else value
+
+
 def string_array(values) -> np.ndarray:
     return np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(values).ravel()], dtype=object)
 
@@ -140,6 +183,16 @@ class NeuralRecording:
         self.neurons = {k: np.asarray(v) for k, v in self.neurons.items()}
         self.pixels_per_degree = float(self.pixels_per_degree)
         self.validate()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["responses"] = picklable(self.responses)  # a mapped recording pickles the file's reference, not its data
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        state["responses"] = unpickled(state["responses"])
+        self.__dict__.update(state)
 
     # ------------------------------------------------------------------ checks
     def _fail(self, field_name: str, expected: str, found) -> None:

@@ -1,6 +1,7 @@
 """Memory-mapped recordings: NeuralRecording.load(mmap=True) and NeuralDataModule(mmap=True)."""
 
 import functools
+import pickle
 import tracemalloc
 
 import h5py
@@ -10,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 
 from neuroreg.data.datamodules import NeuralDataModule
-from neuroreg.data.recording import NeuralRecording, RecordingError, row_blocks
+from neuroreg.data.recording import FileMap, NeuralRecording, RecordingError, row_blocks
 from neuroreg.twin.cores import Stacked2dCore
 from neuroreg.twin.losses import PoissonLoss
 from neuroreg.twin.module import TwinModule
@@ -164,3 +165,32 @@ def test_twin_fits_the_same_with_a_memory_mapped_recording(tmp_path):
     assert a.keys() == b.keys() and "val/correlation" in a
     for key in a:
         assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+
+
+def test_a_mapped_recording_and_its_datasets_pickle_the_file_not_its_data(tmp_path):
+    path = recording(n_trials=1000, n_neurons=500).save(tmp_path / "r.h5")  # 2 MB of responses
+    rec = NeuralRecording.load(path, mmap=True)
+    blob = pickle.dumps(rec)
+    assert len(blob) < 2_000_000 / 4
+    back = pickle.loads(blob)
+    assert back.mapped and FileMap.of(back.responses) is not None
+    np.testing.assert_array_equal(back.responses, rec.responses)
+    assert len(pickle.dumps(NeuralRecording.load(path))) > 2_000_000  # the control: in memory, the data travels
+
+    dm = NeuralDataModule(str(path), batch_size=16, seed=0, mmap=True)
+    ds = dm.train_dataloader().dataset
+    assert len(pickle.dumps(ds)) < 2_000_000 / 4
+    again = pickle.loads(pickle.dumps(ds))
+    torch.testing.assert_close(again.__getitems__([3, 1, 600])["response"], ds.__getitems__([3, 1, 600])["response"], equal_nan=True)
+    assert len(pickle.dumps(NeuralDataModule(str(path), batch_size=16, seed=0).train_dataloader().dataset)) > 2_000_000
+
+
+def test_file_map_only_refers_to_whole_read_only_maps(tmp_path):
+    a = np.arange(60, dtype=np.float32).reshape(20, 3)
+    p = tmp_path / "a.bin"
+    a.tofile(p)
+    m = np.memmap(p, dtype=np.float32, mode="r", shape=(20, 3))
+    assert FileMap.of(m) == FileMap(str(p), 0, "<f4", (20, 3))
+    assert FileMap.of(np.asarray(m)) is not None
+    assert FileMap.of(m[2:]) is None and FileMap.of(m[:, :2]) is None and FileMap.of(a) is None
+    assert FileMap.of(np.memmap(p, dtype=np.float32, mode="r+", shape=(20, 3))) is None
