@@ -160,15 +160,31 @@ def _check_brain_layers(recipe: Recipe, scale: Scale, label: str, cfg: dict[str,
 
 
 # ------------------------------------------------------------------ stage work
-def _run_fetch(name: str, data_dir: str | None) -> Callable[[Stage], dict[str, Any]]:
+def _run_fetch(name: str, data_dir: str | None, manifest_dir: str | None = None,
+               mirror: str | None = None) -> Callable[[Stage], dict[str, Any]]:
     def run(stage: Stage) -> dict[str, Any]:
         from neuroreg.data.fetch import fetch
         from neuroreg.data.manifests import find_manifest
 
-        results = fetch(find_manifest(name), data_dir)
+        results = fetch(find_manifest(name, manifest_dir), data_dir, mirror=mirror)
         return {"manifest": name, "files": [str(getattr(r, "path", r)) for r in results]}
 
     return run
+
+
+#: data sources configured by a data manifest's name, which fetch it on first use
+_MANIFEST_SOURCES = ("ManifestRecording", "ManifestRDM")
+
+
+def _manifest_uses(cfg: dict[str, Any]) -> list[tuple[str, str | None, str | None, str | None]]:
+    """``(manifest, data_dir, manifest_dir, mirror)`` of every manifest-backed data source configured in ``cfg``."""
+    found = []
+    for section in _class_sections(cfg.get("data") or {}):
+        if str(section["class_path"]).rpartition(".")[2] in _MANIFEST_SOURCES:
+            init = section.get("init_args") or {}
+            if init.get("manifest") and init.get("fetch", True):
+                found.append((str(init["manifest"]), init.get("data_dir"), init.get("manifest_dir"), init.get("mirror")))
+    return found
 
 
 def _run_prerequisite(need: Prerequisite) -> Callable[[Stage], dict[str, Any]]:
@@ -311,23 +327,45 @@ def plan(
     """
     out = Path(out).resolve()
     stages: list[Stage] = []
-    fetches = []
-    for name in scale.fetch:
+    arms = sorted(scale.arms, key=lambda a: a.label not in scale.baselines)  # baseline arms first
+    resolved: dict[str, dict[str, Any]] = {  # arm -> its resolved config
+        arm.label: resolved_config(arm.config, [*scale.overrides, *arm.overrides]) for arm in arms
+    }
+    # what to fetch: the scale's list, then every manifest a fit or a prerequisite's config
+    # (e.g. a twin's recordings) names, so no stage fetches on first use (compute nodes may
+    # have no internet, and parallel stages would download the same files at once)
+    wanted = [(name, data_dir, None, None) for name in scale.fetch]
+    prerequisite_configs: list[Path] = []
+    for cfg in resolved.values():
+        wanted += _manifest_uses(cfg)
+        for _, need in _prerequisites(cfg.get("data") or {}):
+            prerequisite_configs += [d for d in need.depends_on if isinstance(d, Path) and d.suffix in (".yaml", ".yml")]
+    for config in dict.fromkeys(prerequisite_configs):  # each file it is built from, as written (no CLI parse)
+        from neuroreg.cli import config_chain
+
+        for part in config_chain(config):
+            wanted += _manifest_uses(yaml.safe_load(part.read_text()) or {})
+    fetches: list[Stage] = []
+    seen_keys: set[str] = set()
+    for name, fetch_dir, manifest_dir, mirror in wanted:
         from neuroreg.data.manifests import find_manifest
 
-        m = find_manifest(name)
-        key = content_key("fetch", name, config_digest(m.path) if getattr(m, "path", None) else name)
-        fetches.append(Stage(f"fetch {name}", "fetch", key, out / "stages" / f"fetch-{name}-{key}", _run_fetch(name, data_dir)))
+        fetch_dir = data_dir if fetch_dir is None else fetch_dir
+        m = find_manifest(name, manifest_dir)
+        key = content_key("fetch", name, config_digest(m.path) if getattr(m, "path", None) else name,
+                          *([] if fetch_dir == data_dir else [str(fetch_dir)]))
+        if key in seen_keys:
+            continue
+        seen_keys.add(key)
+        fetches.append(Stage(f"fetch {name}", "fetch", key, out / "stages" / f"fetch-{name}-{key}",
+                             _run_fetch(name, fetch_dir, manifest_dir, mirror)))
     stages += fetches
 
     prepared: dict[str, Stage] = {}  # the stages target sources ask for (e.g. twin fits)
     targets: dict[str, Stage] = {}
     arm_targets: dict[str, Stage | None] = {}
-    resolved: dict[str, dict[str, Any]] = {}  # arm -> its resolved config
-    arms = sorted(scale.arms, key=lambda a: a.label not in scale.baselines)  # baseline arms first
     for arm in arms:
-        base_overrides = [*scale.overrides, *arm.overrides]
-        cfg = resolved_config(arm.config, base_overrides)
+        cfg = resolved[arm.label]
         data = cfg.get("data") or {}
         source_deps = []
         for sec, need in _prerequisites(data):
@@ -346,7 +384,6 @@ def plan(
         else:
             arm_targets[arm.label] = None
         _check_brain_layers(recipe, scale, arm.label, cfg)
-        resolved[arm.label] = cfg
     stages += list(prepared.values()) + list(targets.values())
 
     fits: dict[tuple[str, int], Stage] = {}

@@ -512,3 +512,42 @@ def test_summary_pairs_each_arm_with_its_own_baseline(tmp_path):
     # a plan without per-arm baselines (arms as a list): every arm against the scale's baseline
     old = summarize({**plan_json, "arms": list(arms)})
     assert old["arms"]["color_reg"]["metrics"]["eval/clean_accuracy"]["diff_vs_baseline"]["mean"] == pytest.approx(-0.28)
+
+
+def test_manifests_named_by_fit_and_twin_configs_get_fetch_stages(recipe_dir, tmp_path):
+    """A ManifestRecording in a fit's data or in a prerequisite twin's config is fetched by a planned stage, once,
+    before the stages that read it (never on first use inside a fit)."""
+    neural = (" null\n    neural:\n      v4:\n        class_path: neuroreg.targets.sources.RecordingResponses\n"
+              "        init_args:\n          recording:\n"
+              "            class_path: neuroreg.data.recording_sources.ManifestRecording\n"
+              "            init_args: {manifest: cowley2023-v4-210322}")
+    (recipe_dir / "similarity.yaml").write_text(BASE.replace("REGS", "").replace(" TARGETS", neural))
+    twin_config = tmp_path / "twin.yaml"
+    twin_config.write_text((ROOT / "experiments" / "twin" / "cowley2023_v4_single.yaml").read_text())
+    twin = TWIN.replace("CACHE", str(tmp_path / "cache")).replace("TWIN_CONFIG", str(twin_config))
+    (recipe_dir / "twin_arm.yaml").write_text(BASE.replace(" {REGS}", SIMILARITY).replace(" TARGETS", twin))
+    raw = yaml.safe_load((recipe_dir / "recipe.yaml").read_text())
+    raw["scales"]["mini"]["arms"] = {"baseline": "baseline.yaml", "similarity": "similarity.yaml", "twin_arm": "twin_arm.yaml"}
+    raw["scales"]["mini"]["fetch"] = ["kriegeskorte2008-it92"]
+    (recipe_dir / "recipe.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    recipe = load_recipe(recipe_dir)
+    stages = plan(recipe, recipe.scale("mini"), [0], tmp_path / "out", progress=False)
+    fetches = [s for s in stages if s.kind == "fetch"]
+    # the declared one first, then the fit's V4 session, then the twin config's
+    assert [s.name for s in fetches] == ["fetch kriegeskorte2008-it92", "fetch cowley2023-v4-210322", "fetch cowley2023-v4-210325"]
+    for stage in stages:
+        if stage.kind in ("twin", "targets", "fit"):
+            assert all(any(f is d for d in stage.deps) for f in fetches), stage.name
+    # a session named twice (declared and in a config) is fetched by one stage
+    raw["scales"]["mini"]["fetch"] = ["kriegeskorte2008-it92", "cowley2023-v4-210325"]
+    (recipe_dir / "recipe.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    twice = [s.name for s in plan(load_recipe(recipe_dir), load_recipe(recipe_dir).scale("mini"), [0], tmp_path / "out",
+                                  progress=False) if s.kind == "fetch"]
+    assert twice == ["fetch kriegeskorte2008-it92", "fetch cowley2023-v4-210325", "fetch cowley2023-v4-210322"]
+    raw["scales"]["mini"]["fetch"] = ["kriegeskorte2008-it92"]
+    # the declared fetch keeps the key it had without the discovery (done stages stay done)
+    raw["scales"]["mini"]["arms"] = {"baseline": "baseline.yaml"}
+    (recipe_dir / "recipe.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    alone = [s for s in plan(load_recipe(recipe_dir), load_recipe(recipe_dir).scale("mini"), [0], tmp_path / "out",
+                             progress=False) if s.kind == "fetch"]
+    assert [(s.name, s.key) for s in alone] == [(fetches[0].name, fetches[0].key)]
