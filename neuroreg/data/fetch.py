@@ -27,6 +27,7 @@ A file marked ``optional`` that the server answers with 404 is skipped with a wa
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -127,6 +128,29 @@ def read_lock(data_dir: str | os.PathLike | None = None) -> dict:
 
 def _write_lock(data_dir, lock: dict) -> None:
     atomic_write(_lock_path(data_dir), lambda f: json.dump(lock, f, indent=2, sort_keys=True))
+
+
+@contextlib.contextmanager
+def exclusive(path: Path):
+    """Hold an advisory lock (``flock``) on ``path`` (created if missing) for the block.
+
+    Processes that fetch the same file, or record checksums in the same data folder,
+    take turns: a second download of a file waits for the first and then finds it
+    present, instead of appending to the same ``.part`` file. Where ``fcntl`` does not
+    exist (Windows) nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 # ---------------------------------------------------------------------- download
@@ -254,14 +278,17 @@ def verify_file(
     if file.sha256 is None and (key not in lock or lock[key]["sha256"] != seen):
         status = "recorded"
         if record:
-            lock[key] = {
-                "sha256": seen,
-                "size": path.stat().st_size,
-                "url": file.url,
-                "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "checked_against": against or "nothing published",
-            }
-            _write_lock(data_dir, lock)
+            lock_file = _lock_path(data_dir)
+            with exclusive(lock_file.parent / ".locks" / f"{lock_file.name}.flock"):  # read, change, write: one at a time
+                lock = read_lock(data_dir)
+                lock[key] = {
+                    "sha256": seen,
+                    "size": path.stat().st_size,
+                    "url": file.url,
+                    "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "checked_against": against or "nothing published",
+                }
+                _write_lock(data_dir, lock)
         warnings.warn(
             f"{manifest.path}: file '{file.name}': no confirmed sha256 in the manifest"
             + (f" (verified against the published {against})" if against else " and no published checksum")
@@ -312,18 +339,21 @@ def fetch_file(
     logger = pooch.get_logger()
     level = logger.level
     logger.setLevel("WARNING")  # pooch's "use this known_hash" hint does not apply: we verify below
-    try:
-        pooch.retrieve(
-            url=url,
-            known_hash=None,  # verified below, with the file moved aside on mismatch
-            fname=file.name,
-            path=folder,
-            downloader=_resumable_downloader(part, progressbar),
-            progressbar=False,
-        )
-    finally:
-        logger.setLevel(level)
-    return verify_file(manifest, file, data_dir)
+    # another process fetching this file: wait, then find it present (the lock files live
+    # apart, in <data dir>/.locks/, so a data set's folder holds only its files)
+    with exclusive(resolve_data_dir(data_dir) / ".locks" / f"{manifest.name}--{file.name}.flock"):
+        try:
+            pooch.retrieve(
+                url=url,
+                known_hash=None,  # verified below, with the file moved aside on mismatch
+                fname=file.name,
+                path=folder,
+                downloader=_resumable_downloader(part, progressbar),
+                progressbar=False,
+            )
+        finally:
+            logger.setLevel(level)
+        return verify_file(manifest, file, data_dir)
 
 
 def fetch(

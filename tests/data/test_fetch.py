@@ -156,3 +156,48 @@ def test_downloads_and_the_lock_file_honour_the_umask(server, tmp_path):
     assert v.status == "recorded"
     for path in (v.path, tmp_path / LOCK_NAME):
         assert path.stat().st_mode & 0o777 == 0o664, path
+
+
+def test_a_second_fetch_of_a_file_waits_for_the_first_and_downloads_nothing(server, tmp_path):
+    """Two processes fetching one file take turns (flock): the second finds it present instead of writing the same .part."""
+    import threading
+
+    from neuroreg.data.fetch import exclusive
+
+    m = manifest(server.url + "/blob.bin", sha256=hashlib.sha256(PAYLOAD).hexdigest(), size=len(PAYLOAD))
+    folder = tmp_path / "toy"
+    results = []
+    with exclusive(tmp_path / ".locks" / "toy--blob.bin.flock"):  # the first fetcher, mid-download
+        worker = threading.Thread(target=lambda: results.append(fetch_file(m, m.files[0], tmp_path, progressbar=False)))
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive() and not results  # waiting for the lock
+        (folder / "blob.bin").write_bytes(PAYLOAD)  # the first one finishes
+    worker.join(timeout=30)
+    assert results and results[0].status == "ok"
+    assert server.requests == []  # the second one downloaded nothing
+    assert not (folder / "blob.bin.part").exists()
+
+
+def test_recorded_checksums_of_concurrent_fetches_are_all_kept(server, tmp_path, monkeypatch):
+    """Recording an unconfirmed sha256 re-reads the lock file under the lock, so an entry another process wrote
+    after this one first read the file survives."""
+    import warnings
+
+    import neuroreg.data.fetch as fetch_module
+
+    real_read = fetch_module.read_lock
+    calls = []
+
+    def read_lock(data_dir):  # the first read is from before the other process recorded its file
+        calls.append(1)
+        return {} if len(calls) == 1 else real_read(data_dir)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnconfirmedChecksumWarning)
+        fetch(manifest(server.url + "/blob.bin"), tmp_path, progressbar=False, echo=lambda _: None)  # the other process
+        monkeypatch.setattr(fetch_module, "read_lock", read_lock)
+        fetch(manifest(server.url + "/blob.bin", name="other"), tmp_path, progressbar=False, echo=lambda _: None)
+    assert len(calls) >= 2
+    lock = json.loads((tmp_path / LOCK_NAME).read_text())
+    assert {"toy/blob.bin", "other/blob.bin"} <= set(lock)
