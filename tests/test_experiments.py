@@ -25,6 +25,7 @@ fit a digital twin first are marked slow.
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from _realdata import real_data  # noqa: F401  (a fixture)
@@ -145,3 +146,37 @@ def test_recipe_arms_point_at_configs(recipe):
             assert needs_download(p) == (scale == "full"), f"{p}: '# requires: download' must mark exactly the full-scale arms"
             for part in config_chain(p):  # the arm and the configs it starts from
                 assert "RobustnessEvaluation" not in part.read_text(), f"{part}: arms are evaluated by the recipe, not by a callback"
+
+
+FULL_BASES = sorted((ROOT / "experiments").glob("*/full/base.yaml"))
+GPU_SETTINGS = {("trainer", "precision"): "bf16-mixed", ("model", "init_args", "channels_last"): True,
+                ("data", "init_args", "num_workers"): 4}
+
+
+def test_full_scales_are_gpu_ready():
+    """Every full scale trains in bf16 autocast, channels-last, with loader workers (the GPU settings)."""
+    assert FULL_BASES
+    for base in FULL_BASES:
+        raw = yaml.safe_load(base.read_text())
+        for keys, value in GPU_SETTINGS.items():
+            node = raw
+            for k in keys:
+                node = node.get(k) if isinstance(node, dict) else None
+            assert node == value, f"{base}: field '{'.'.join(keys)}': expected {value!r}, found {node!r}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arm", ["dcca.yaml", "spectral.yaml"])
+def test_the_gpu_settings_run_on_cpu(arm, tmp_path, monkeypatch, shared_data):
+    """The full scales' GPU settings, on a CPU fit of the embedded digits with an eigh-based and a spectral regularizer."""
+    (tmp_path / "data").symlink_to(shared_data, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    overrides = [f"--{'.'.join(keys)}={str(value).lower() if isinstance(value, bool) else value}" for keys, value in GPU_SETTINGS.items()]
+    cli = run_cli(["fit", "--config", str(ROOT / "experiments" / "regularizers" / arm), "--trainer.fast_dev_run=2",
+                   "--trainer.accelerator=cpu", *overrides])
+    assert cli.trainer.state.finished
+    assert cli.trainer.precision == "bf16-mixed" and cli.model.channels_last
+    assert cli.datamodule.num_workers == 4
+    metrics = cli.trainer.callback_metrics
+    regularizer_terms = [k for k in metrics if k.startswith("train/") and k.endswith("/loss") and k != "train/loss"]
+    assert regularizer_terms and all(bool(torch.isfinite(metrics[k])) for k in [*regularizer_terms, "train/loss"])
