@@ -73,3 +73,28 @@ def test_bf16_mixed_training_step_on_cpu_is_finite_and_regularizers_stay_float32
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
     assert seen["cka"] == (torch.float32, torch.float32) and seen["spec"] == (torch.float32, torch.float32)
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_bf16_mixed_autocasts_the_steps_but_not_the_fit_end_evaluation():
+    """Under trainer.precision bf16-mixed the training step runs under autocast, while callbacks at the end of the
+    fit (RobustnessEvaluation's attacks) run outside it, in float32: what the full scales rely on."""
+    seen = {}
+
+    class Probe(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.setdefault("after_step", torch.is_autocast_enabled("cpu"))
+
+        def on_fit_end(self, trainer, pl_module):
+            seen["fit_end"] = torch.is_autocast_enabled("cpu")
+            x = next(iter(DataLoader(_Batches(), batch_size=4)))["image"]
+            seen["fit_end_dtype"] = pl_module(x).dtype
+
+    class Model(RegularizedClassifier):
+        def training_step(self, batch, batch_idx):
+            seen.setdefault("step", torch.is_autocast_enabled("cpu"))
+            return super().training_step(batch, batch_idx)
+
+    model = Model(FastResNet(1, widths=[4, 8, 8]), mean=[0.5], std=[0.5], channels_last=True)
+    pl.Trainer(max_steps=1, accelerator="cpu", precision="bf16-mixed", logger=False, enable_checkpointing=False,
+               enable_progress_bar=False, enable_model_summary=False, callbacks=[Probe()]).fit(model, DataLoader(_Batches(), batch_size=8))
+    assert seen == {"step": True, "after_step": False, "fit_end": False, "fit_end_dtype": torch.float32}
