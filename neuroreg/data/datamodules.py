@@ -251,6 +251,23 @@ class RegularizedDataModule(pl.LightningDataModule):
         return self._loader("test")
 
 
+def _recorded_sums(rec: NeuralRecording, tier: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per neuron, the float64 sum ``[K]`` and the number ``[K]`` of recorded (non-NaN) responses over the
+    trials of ``tier``, in one block-wise pass (:func:`~neuroreg.data.recording.row_blocks`)."""
+    total = np.zeros(rec.n_neurons, dtype=np.float64)
+    count = np.zeros(rec.n_neurons, dtype=np.int64)
+    for block in row_blocks(rec.responses, np.flatnonzero(rec.trial_tier == tier)):
+        total += np.nansum(block, axis=0, dtype=np.float64)
+        count += block.shape[0] - np.isnan(block).sum(axis=0)
+    return total, count
+
+
+def _mean(total: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """``total / count`` as float32, NaN where nothing was recorded."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
+
+
 class NeuralDataModule(pl.LightningDataModule):
     """Batches of one or several NeuralRecordings for a :class:`~neuroreg.twin.module.TwinModule`.
 
@@ -335,20 +352,23 @@ class NeuralDataModule(pl.LightningDataModule):
         self.predict_tier = predict_tier
         self.seed = run_seed() if seed is None else int(seed)
         self._recordings: dict[str, NeuralRecording] | None = None
+        self._train_means: dict[str, np.ndarray] = {}  # [K] per recording, from the check on loading
         self._images: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------ recordings
     @staticmethod
-    def _checked(rec: NeuralRecording) -> NeuralRecording:
+    def _checked(rec: NeuralRecording) -> tuple[NeuralRecording, np.ndarray]:
+        """The recording with its never-recorded training neurons dropped, and its ``[K]`` training mean response
+        (one pass over the training rows serves both)."""
         for tier in ("train", "validation"):
             if tier not in rec.tiers:
                 raise RecordingError(
                     f"{rec.name}: field 'trial_tier': NeuralDataModule needs a '{tier}' tier "
                     f"({'fitting' if tier == 'train' else 'early stopping and model selection'}), found tiers {rec.tiers}"
                 )
-        dead = np.ones(rec.n_neurons, dtype=bool)
-        for block in row_blocks(rec.responses, np.flatnonzero(rec.trial_tier == "train")):
-            dead &= np.isnan(block).all(axis=0)
+        total, count = _recorded_sums(rec, "train")
+        mean = _mean(total, count)
+        dead = count == 0
         if dead.any() and rec.mapped:
             raise RecordingError(
                 f"{rec.name}: field 'responses': {int(dead.sum())} of {rec.n_neurons} neurons are NaN on every training "
@@ -371,13 +391,16 @@ class NeuralDataModule(pl.LightningDataModule):
                 area=rec.area, response_unit=rec.response_unit, pixels_per_degree=rec.pixels_per_degree,
                 source=rec.source, citation=rec.citation, license=rec.license, name=rec.name,
             )
-        return rec
+            mean = mean[keep]
+        return rec, mean
 
     @property
     def recordings(self) -> dict[str, NeuralRecording]:
         """``{dataset name: NeuralRecording}`` (loaded and checked on first use)."""
         if self._recordings is None:
-            self._recordings = {name: self._checked(src.load(mmap=self.mmap)) for name, src in self.sources.items()}
+            checked = {name: self._checked(src.load(mmap=self.mmap)) for name, src in self.sources.items()}
+            self._recordings = {name: rec for name, (rec, _) in checked.items()}
+            self._train_means = {name: mean for name, (_, mean) in checked.items()}
         return self._recordings
 
     @property
@@ -405,13 +428,9 @@ class NeuralDataModule(pl.LightningDataModule):
     def mean_response(self, name: str, tier: str = "train") -> np.ndarray:
         """``[K]`` mean response per neuron over the recorded trials of ``tier``."""
         rec = self.recordings[name]
-        total = np.zeros(rec.n_neurons, dtype=np.float64)
-        count = np.zeros(rec.n_neurons, dtype=np.int64)
-        for block in row_blocks(rec.responses, np.flatnonzero(rec.trial_tier == tier)):
-            total += np.nansum(block, axis=0, dtype=np.float64)
-            count += block.shape[0] - np.isnan(block).sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
+        if tier == "train":  # computed while the recording was checked
+            return self._train_means[name].copy()
+        return _mean(*_recorded_sums(rec, tier))
 
     # ----------------------------------------------------------- dataloaders
     def _replicas(self) -> dict[str, int]:
