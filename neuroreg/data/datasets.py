@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, default_collate
 
 from .images import ImageData, ImageSplit, ImageSplitDataset
-from .recording import picklable, unpickled
+from .recording import PicklesResponsesByFile
 
 
 class AlignedDataset(Dataset):
@@ -48,7 +48,7 @@ class NeuralDataset(Dataset):
         return {"image": self.stimuli[i], "target": self.responses[i]}
 
 
-class TrialDataset(Dataset):
+class TrialDataset(PicklesResponsesByFile, Dataset):
     """One item per trial: ``image`` ``[C, H, W]`` float in [0, 1], ``response`` ``[K]`` (NaN: not recorded).
 
     Args:
@@ -61,7 +61,8 @@ class TrialDataset(Dataset):
 
     :meth:`__getitems__` reads a whole batch at once (its rows sorted, so a memory map
     is read in file order) and returns it collated; the loaders pass
-    :func:`collate_batch` as ``collate_fn``.
+    :func:`collate_batch` as ``collate_fn``. Memory-mapped responses pickle as a
+    reference to their file, so loader workers and spawned ranks map it rather than copy it.
     """
 
     def __init__(self, images: torch.Tensor, trial_image: np.ndarray, responses: np.ndarray, dataset: str,
@@ -73,16 +74,6 @@ class TrialDataset(Dataset):
             raise ValueError(f"TrialDataset '{dataset}': 'rows': expected {len(trial_image)} (one per trial), found {len(self.rows)}")
         self.responses = responses
         self.dataset = dataset
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["responses"] = picklable(self.responses)  # workers and spawned ranks map the file, not a copy
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        state = dict(state)
-        state["responses"] = unpickled(state["responses"])
-        self.__dict__.update(state)
 
     def __len__(self) -> int:
         return len(self.trial_image)

@@ -121,15 +121,22 @@ class FileMap:
         return np.asarray(np.memmap(self.path, dtype=np.dtype(self.dtype), mode="r", offset=self.offset, shape=self.shape))
 
 
-def picklable(array):
-    """``array``, or its :class:`FileMap` when it is a read-only memory map of a file (for ``__getstate__``)."""
-    ref = FileMap.of(array) if isinstance(array, np.ndarray) else None
-    return array if ref is None else ref
+class PicklesResponsesByFile:
+    """Mixin for objects with a ``responses`` array: when it is a read-only memory map of a
+    file, pickling stores its :class:`FileMap` and unpickling maps the file again."""
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        ref = FileMap.of(state["responses"]) if isinstance(state["responses"], np.ndarray) else None
+        if ref is not None:
+            state["responses"] = ref
+        return state
 
-def unpickled(value):
-    """The inverse of :func:`picklable` (for ``__setstate__``)."""
-    return value.open() if isinstance(value, FileMap) else value
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        if isinstance(state["responses"], FileMap):
+            state["responses"] = state["responses"].open()
+        self.__dict__.update(state)
 
 
 def string_array(values) -> np.ndarray:
@@ -137,7 +144,7 @@ def string_array(values) -> np.ndarray:
 
 
 @dataclass
-class NeuralRecording:
+class NeuralRecording(PicklesResponsesByFile):
     """Trial-level responses of K neurons to N images.
 
     Args:
@@ -183,16 +190,6 @@ class NeuralRecording:
         self.neurons = {k: np.asarray(v) for k, v in self.neurons.items()}
         self.pixels_per_degree = float(self.pixels_per_degree)
         self.validate()
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["responses"] = picklable(self.responses)  # a mapped recording pickles the file's reference, not its data
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        state = dict(state)
-        state["responses"] = unpickled(state["responses"])
-        self.__dict__.update(state)
 
     # ------------------------------------------------------------------ checks
     def _fail(self, field_name: str, expected: str, found) -> None:
