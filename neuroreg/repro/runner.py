@@ -334,31 +334,28 @@ def plan(
     # what to fetch: the scale's list, then every manifest a fit or a prerequisite's config
     # (e.g. a twin's recordings) names, so no stage fetches on first use (compute nodes may
     # have no internet, and parallel stages would download the same files at once)
+    from neuroreg.cli import config_chain
+    from neuroreg.data.manifests import find_manifest
+
+    needs = {label: _prerequisites(cfg.get("data") or {}) for label, cfg in resolved.items()}
     wanted = [(name, data_dir, None, None) for name in scale.fetch]
     prerequisite_configs: list[Path] = []
-    for cfg in resolved.values():
+    for label, cfg in resolved.items():
         wanted += _manifest_uses(cfg)
-        for _, need in _prerequisites(cfg.get("data") or {}):
+        for _, need in needs[label]:
             prerequisite_configs += [d for d in need.depends_on if isinstance(d, Path) and d.suffix in (".yaml", ".yml")]
     for config in dict.fromkeys(prerequisite_configs):  # each file it is built from, as written (no CLI parse)
-        from neuroreg.cli import config_chain
-
         for part in config_chain(config):
             wanted += _manifest_uses(yaml.safe_load(part.read_text()) or {})
-    fetches: list[Stage] = []
-    seen_keys: set[str] = set()
+    fetch_stages: dict[str, Stage] = {}  # by key: a manifest named twice is fetched once
     for name, fetch_dir, manifest_dir, mirror in wanted:
-        from neuroreg.data.manifests import find_manifest
-
         fetch_dir = data_dir if fetch_dir is None else fetch_dir
         m = find_manifest(name, manifest_dir)
         key = content_key("fetch", name, config_digest(m.path) if getattr(m, "path", None) else name,
                           *([] if fetch_dir == data_dir else [str(fetch_dir)]))
-        if key in seen_keys:
-            continue
-        seen_keys.add(key)
-        fetches.append(Stage(f"fetch {name}", "fetch", key, out / "stages" / f"fetch-{name}-{key}",
-                             _run_fetch(name, fetch_dir, manifest_dir, mirror)))
+        fetch_stages.setdefault(key, Stage(f"fetch {name}", "fetch", key, out / "stages" / f"fetch-{name}-{key}",
+                                           _run_fetch(name, fetch_dir, manifest_dir, mirror)))
+    fetches = list(fetch_stages.values())
     stages += fetches
 
     prepared: dict[str, Stage] = {}  # the stages target sources ask for (e.g. twin fits)
@@ -368,7 +365,7 @@ def plan(
         cfg = resolved[arm.label]
         data = cfg.get("data") or {}
         source_deps = []
-        for sec, need in _prerequisites(data):
+        for sec, need in needs[arm.label]:
             key = content_key(need.kind, sec, *[config_digest(d) if isinstance(d, Path) else d for d in need.depends_on])
             if key not in prepared:
                 prepared[key] = Stage(f"{need.kind} {key}", need.kind, key, out / "stages" / f"{need.kind}-{key}",
