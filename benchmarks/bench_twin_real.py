@@ -46,7 +46,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from neuroreg.data.readers.cowley2023 import read_cowley2023  # noqa: E402
+from neuroreg.data.readers.cowley2023 import read_cowley2023, session_files  # noqa: E402
 from neuroreg.data.recording import NeuralRecording  # noqa: E402
 from neuroreg.evaluation.brain import split_half_ceiling  # noqa: E402
 from neuroreg.imageops import block_mean  # noqa: E402
@@ -74,11 +74,11 @@ def convert(folder: Path, out: Path, session: str, downsample: int = 1) -> Path:
     """The session as a NeuralRecording ``.h5`` (cached), read as the configs' manifests read it."""
     path = out / "recordings" / f"cowley2023-v4-{session}-x{downsample}.h5"
     if not path.exists():
-        raw = folder / "responses_raw" / f"responses_{session}.npy"
+        files = session_files(folder, session)
         rec = read_cowley2023(
-            folder / "images" / f"images_{session}.zip",
-            folder / "responses_repeat_averaged" / f"responses_{session}.npy",
-            raw if raw.exists() else None,
+            files["images"],
+            files["responses"],
+            files["raw_responses"] if files["raw_responses"].exists() else None,
             session=session,
             pixels_per_degree=20.0,  # as the manifests: assumed (not stated by the source), unused here
             downsample=downsample,

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from neuroreg.data.readers._common import ReaderError
-from neuroreg.data.readers.cowley2023 import DroppedNeuronsWarning, content_split, read_cowley2023
+from neuroreg.data.readers.cowley2023 import DroppedNeuronsWarning, content_split, read_cowley2023, session_files
 from neuroreg.data.recording import NeuralRecording
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,10 +33,11 @@ real = pytest.mark.skipif(DATA is None, reason="Cowley 2023 files not found (set
 
 
 def _read(session: str, raw: bool = False, averaged: bool = True, **kw) -> NeuralRecording:
+    files = session_files(DATA, session)
     return read_cowley2023(
-        DATA / "images" / f"images_{session}.zip",
-        DATA / "responses_repeat_averaged" / f"responses_{session}.npy" if averaged else None,
-        DATA / "responses_raw" / f"responses_{session}.npy" if raw else None,
+        files["images"],
+        files["responses"] if averaged else None,
+        files["raw_responses"] if raw else None,
         session=session,
         pixels_per_degree=kw.pop("pixels_per_degree", 20.0),
         **kw,

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from neuroreg.cli import run_cli
-from neuroreg.data.readers.cowley2023 import read_cowley2023
+from neuroreg.data.readers.cowley2023 import read_cowley2023, session_files
 from neuroreg.data.recording import NeuralRecording
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,11 +32,11 @@ real = pytest.mark.skipif(DATA is None, reason="Cowley 2023 files not found (set
 
 
 def _h5(tmp_path: Path, session: str) -> Path:
-    raw = DATA / "responses_raw" / f"responses_{session}.npy"
+    files = session_files(DATA, session)
     rec = read_cowley2023(
-        DATA / "images" / f"images_{session}.zip",
-        DATA / "responses_repeat_averaged" / f"responses_{session}.npy",
-        raw if raw.exists() else None,
+        files["images"],
+        files["responses"],
+        files["raw_responses"] if files["raw_responses"].exists() else None,
         session=session,
         pixels_per_degree=20.0,
     )

@@ -67,6 +67,18 @@ LICENSE = "GPL-3.0 (the source repository's license; no separate data license)"
 #: the authors' per-channel means (RGB, 0..255) subtracted from their models' 112x112 inputs
 CHANNEL_MEANS = (116.222, 109.270, 100.381)
 _MEMBER = re.compile(r"^image(\d+)\.jpe?g$", re.IGNORECASE)
+#: where a session's files lie in the source repository's ``data_V4_responses/`` folder
+SOURCE_LAYOUT = {
+    "images": "images/images_{session}.zip",
+    "responses": "responses_repeat_averaged/responses_{session}.npy",
+    "raw_responses": "responses_raw/responses_{session}.npy",
+}
+
+
+def session_files(folder: str | os.PathLike, session: str) -> dict[str, Path]:
+    """``{"images", "responses", "raw_responses"}``: the paths of ``session``'s files in a copy of the
+    source's ``data_V4_responses/`` folder (:data:`SOURCE_LAYOUT`), whether they exist or not."""
+    return {role: Path(folder) / rel.format(session=session) for role, rel in SOURCE_LAYOUT.items()}
 
 
 class DroppedNeuronsWarning(UserWarning):
