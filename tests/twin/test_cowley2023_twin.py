@@ -97,12 +97,8 @@ def test_multi_session_twin_learns_held_out_images(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_multi_session_config_through_manifests(tmp_path, monkeypatch):
     """The config as shipped: recordings fetched through the manifests (a local mirror) and converted."""
-    realdata = pytest.importorskip("tests._realdata", reason="needs tests/_realdata.py (helper 'data'); verify after merging")
-    pytest.importorskip("neuroreg.data.recording_sources", reason="ManifestRecording")
-    from neuroreg.data import recording_sources
+    import _realdata as realdata
 
-    if not hasattr(recording_sources, "ManifestRecording"):
-        pytest.skip("neuroreg.data.recording_sources.ManifestRecording not on this branch yet; verify after merging")
     if realdata.shared_data_dir() is None:
         pytest.skip("no copy of the real data")
     with realdata.data_mirror() as mirror:
