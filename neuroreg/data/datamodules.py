@@ -36,7 +36,7 @@ from .datasets import (
 )
 from .images import SPLITS, ImageData, ImageSplit, ImageSplitDataset
 from .images.colour import match_channels_and_size
-from .recording import TIERS, NeuralRecording, RecordingError, row_blocks
+from .recording import TIERS, NeuralRecording, RecordingError
 from .recording_sources import RecordingSource, recording_source
 from .sampling import (
     EpochSampler,
@@ -253,13 +253,12 @@ class RegularizedDataModule(pl.LightningDataModule):
 
 def _recorded_sums(rec: NeuralRecording, tier: str) -> tuple[np.ndarray, np.ndarray]:
     """Per neuron, the float64 sum ``[K]`` and the number ``[K]`` of recorded (non-NaN) responses over the
-    trials of ``tier``, in one block-wise pass (:func:`~neuroreg.data.recording.row_blocks`)."""
-    total = np.zeros(rec.n_neurons, dtype=np.float64)
-    count = np.zeros(rec.n_neurons, dtype=np.int64)
-    for block in row_blocks(rec.responses, np.flatnonzero(rec.trial_tier == tier)):
-        total += np.nansum(block, axis=0, dtype=np.float64)
-        count += block.shape[0] - np.isnan(block).sum(axis=0)
-    return total, count
+    trials of ``tier``, from the recording's one pass over its responses
+    (:meth:`~neuroreg.data.recording.NeuralRecording.response_summary`)."""
+    summary = rec.response_summary()
+    if tier not in summary.sums:
+        return np.zeros(rec.n_neurons, dtype=np.float64), np.zeros(rec.n_neurons, dtype=np.int64)
+    return summary.sums[tier], summary.counts[tier]
 
 
 def _mean(total: np.ndarray, count: np.ndarray) -> np.ndarray:

@@ -121,6 +121,78 @@ class FileMap:
         return np.asarray(np.memmap(self.path, dtype=np.dtype(self.dtype), mode="r", offset=self.offset, shape=self.shape))
 
 
+@dataclass(frozen=True)
+class ResponseSummary:
+    """What the checks and set-up of a recording need from its responses, gathered in one
+    block-wise pass (:meth:`NeuralRecording.response_summary`), so a memory-mapped
+    recording larger than memory is read once rather than once per check.
+
+    Attributes:
+        inf: number of infinite values.
+        negative: number of negative values.
+        min_negative: the smallest negative value (``0.0`` when there is none).
+        sums: ``{tier: [K] float64}`` per neuron, the sum of the recorded (non-NaN)
+            responses over the trials of each tier present.
+        counts: ``{tier: [K] int64}`` the number of recorded responses summed.
+    """
+
+    inf: int
+    negative: int
+    min_negative: float
+    sums: dict[str, np.ndarray]
+    counts: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, responses: np.ndarray, trial_tier: np.ndarray | None = None) -> ResponseSummary:
+        """Scan ``responses`` ``[T, K]`` (block by block, see :func:`row_blocks`); per-tier sums need
+        ``trial_tier`` ``[T]``."""
+        k = responses.shape[1]
+        tiers = [] if trial_tier is None else sorted(set(trial_tier.tolist()))
+        sums = {t: np.zeros(k, dtype=np.float64) for t in tiers}
+        counts = {t: np.zeros(k, dtype=np.int64) for t in tiers}
+        n_inf = n_neg = 0
+        low = 0.0
+        lo = 0
+        for block in row_blocks(responses):
+            hi = lo + block.shape[0]
+            missing = np.isnan(block)
+            any_missing = bool(missing.any())
+            filled = np.where(missing, np.float32(0), block) if any_missing else np.asarray(block)
+            if not filled.size:
+                lo = hi
+                continue
+            # two reductions find the rare cases; only then are the values counted
+            block_low, block_high = float(filled.min()), float(filled.max())
+            if np.isinf(block_low) or np.isinf(block_high):
+                n_inf += int(np.isinf(filled).sum())
+            if block_low < 0:
+                n_neg += int((filled < 0).sum())
+                low = min(low, block_low)
+            if not tiers:
+                lo = hi
+                continue
+            block_tiers = trial_tier[lo:hi]
+            present, sizes = np.unique(block_tiers, return_counts=True)
+            major = present[int(np.argmax(sizes))]  # its sums are the block's minus the other tiers' (no row copy)
+            total = filled.sum(axis=0, dtype=np.float64)
+            total_missing = missing.sum(axis=0) if any_missing else None
+            for t, size in zip(present.tolist(), sizes.tolist()):
+                if t == major:
+                    continue
+                rows = block_tiers == t
+                part = filled[rows].sum(axis=0, dtype=np.float64)
+                sums[t] += part
+                total -= part
+                n_missing = missing[rows].sum(axis=0) if any_missing else 0
+                counts[t] += size - n_missing
+                if any_missing:
+                    total_missing = total_missing - n_missing
+            sums[major] += total
+            counts[major] += int(sizes.max()) - (total_missing if any_missing else 0)
+            lo = hi
+        return cls(inf=n_inf, negative=n_neg, min_negative=low, sums=sums, counts=counts)
+
+
 class PicklesResponsesByFile:
     """Mixin for objects with a ``responses`` array: when it is a read-only memory map of a
     file, pickling stores its :class:`FileMap` and unpickling maps the file again."""
@@ -220,9 +292,6 @@ class NeuralRecording(PicklesResponsesByFile):
         if r.ndim != 2:
             self._fail("responses", "rank 2 [trials, neurons]", f"shape {r.shape}")
         n_trials, n_neurons = r.shape
-        n_inf = sum(int(np.isinf(block).sum()) for block in row_blocks(r))
-        if n_inf:
-            self._fail("responses", "finite values or NaN (not recorded)", f"{n_inf} inf values")
         if self.trial_image.shape != (n_trials,):
             self._fail("trial_image", f"shape ({n_trials},) (one entry per trial of responses)", f"shape {self.trial_image.shape}")
         if self.trial_image.dtype.kind not in "iu":
@@ -249,6 +318,26 @@ class NeuralRecording(PicklesResponsesByFile):
                        repr(self.response_unit))
         if not np.isfinite(self.pixels_per_degree) or self.pixels_per_degree <= 0:
             self._fail("pixels_per_degree", "a positive number", self.pixels_per_degree)
+        n_inf = self.response_summary().inf  # last: the one pass over the responses needs valid tiers
+        if n_inf:
+            self._fail("responses", "finite values or NaN (not recorded)", f"{n_inf} inf values")
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        cached = self.__dict__.get("_summary")
+        if cached is not None:  # the arrays are new objects after unpickling: keep the summary valid for them
+            self.__dict__["_summary"] = ((id(self.responses), id(self.trial_tier)), cached[1])
+
+    def response_summary(self) -> ResponseSummary:
+        """Counts and per-tier sums of the responses (:class:`ResponseSummary`), from one pass over them,
+        kept until ``responses`` or ``trial_tier`` is replaced. Validation makes it, so the data modules'
+        set-up and the loss checks read nothing more."""
+        key = (id(self.responses), id(self.trial_tier))
+        cached = self.__dict__.get("_summary")
+        if cached is None or cached[0] != key:
+            cached = (key, ResponseSummary.of(self.responses, self.trial_tier))
+            self.__dict__["_summary"] = cached
+        return cached[1]
 
     # -------------------------------------------------------------- properties
     @property

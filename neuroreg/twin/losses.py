@@ -2,7 +2,8 @@
 
 Each loss has ``nonlinearity(x)`` (pre-activation → predicted response),
 ``inverse(mean)`` (a response level → pre-activation, used to initialise readout
-biases), ``check(responses, where)`` (refuses responses outside its support) and
+biases), ``check(responses, where)`` (refuses responses outside its support; given a
+:class:`~neuroreg.data.recording.ResponseSummary` or the ``[T, K]`` array) and
 ``forward(pred, target) -> {"loss": ...}``: the mean over recorded entries (NaN
 targets are not recorded and are ignored), so it does not depend on batch size.
 """
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..data.recording import row_blocks
+from ..data.recording import ResponseSummary
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -55,17 +56,12 @@ class PoissonLoss(nn.Module):
         mean = mean.clamp_min(1e-3)
         return torch.where(mean >= 1.0, mean - 1.0, torch.log(mean))
 
-    def check(self, responses: np.ndarray, where: str) -> None:
-        n_neg, low = 0, np.inf
-        for block in row_blocks(np.asarray(responses)):  # block by block: the responses may be memory-mapped
-            neg = block < 0
-            if neg.any():
-                n_neg += int(neg.sum())
-                low = min(low, float(block[neg].min()))
-        if n_neg:
+    def check(self, responses: np.ndarray | ResponseSummary, where: str) -> None:
+        summary = responses if isinstance(responses, ResponseSummary) else ResponseSummary.of(np.asarray(responses))
+        if summary.negative:
             raise ValueError(
                 f"{where}: 'responses': PoissonLoss expects non-negative responses (spikes, deconvolved), found "
-                f"{n_neg} negative values (min {low:.3g}); use "
+                f"{summary.negative} negative values (min {summary.min_negative:.3g}); use "
                 "neuroreg.twin.losses.GaussianLoss for responses that can be negative (e.g. dF/F)"
             )
 
@@ -95,7 +91,7 @@ class GaussianLoss(nn.Module):
     def inverse(mean: torch.Tensor) -> torch.Tensor:
         return mean
 
-    def check(self, responses: np.ndarray, where: str) -> None:
+    def check(self, responses: np.ndarray | ResponseSummary, where: str) -> None:
         return None
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -145,7 +145,7 @@ class TwinModule(pl.LightningModule):
                     f"(model.init_args.transform.init_args.size), found {size[0]}x{size[1]}"
                 )
             if stage == "fit":
-                self.loss.check(rec.responses, rec.name)
+                self.loss.check(rec.response_summary(), rec.name)  # no further pass over the responses
         if stage == "fit":
             train_images = np.concatenate([dm.tier_images(n, "train") for n in self.datasets])
             self.transform.fit_statistics(train_images)

@@ -1,5 +1,6 @@
 """Memory-mapped recordings: NeuralRecording.load(mmap=True) and NeuralDataModule(mmap=True)."""
 
+import dataclasses
 import functools
 import pickle
 import tracemalloc
@@ -11,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 
 from neuroreg.data.datamodules import NeuralDataModule
-from neuroreg.data.recording import FileMap, NeuralRecording, RecordingError, row_blocks
+from neuroreg.data.recording import FileMap, NeuralRecording, RecordingError, ResponseSummary, row_blocks
 from neuroreg.twin.cores import Stacked2dCore
 from neuroreg.twin.losses import PoissonLoss
 from neuroreg.twin.module import TwinModule
@@ -194,3 +195,59 @@ def test_file_map_only_refers_to_whole_read_only_maps(tmp_path):
     assert FileMap.of(np.asarray(m)) is not None
     assert FileMap.of(m[2:]) is None and FileMap.of(m[:, :2]) is None and FileMap.of(a) is None
     assert FileMap.of(np.memmap(p, dtype=np.float32, mode="r+", shape=(20, 3))) is None
+
+
+def test_response_summary_matches_numpy_over_several_blocks(monkeypatch):
+    import neuroreg.data.recording as recording_module
+
+    monkeypatch.setattr(recording_module, "_BLOCK_BYTES", 40 * 4 * 7)  # 7 rows per block: 43 blocks with the tiers mixed
+    rec = recording()
+    r = rec.responses.copy()
+    r[5, 3], r[250, 0] = -0.25, -3.0
+    rec = dataclasses.replace(rec, responses=r)
+    s = rec.response_summary()
+    assert (s.inf, s.negative, s.min_negative) == (0, 2, -3.0)
+    assert sorted(s.sums) == ["test", "train", "validation"]
+    for tier in s.sums:
+        rows = r[rec.trial_tier == tier]
+        np.testing.assert_allclose(s.sums[tier], np.nansum(rows, axis=0, dtype=np.float64), rtol=1e-12)
+        np.testing.assert_array_equal(s.counts[tier], (~np.isnan(rows)).sum(axis=0))
+    assert rec.response_summary() is s  # kept, also through pickling (DataLoader workers, spawned ranks) ...
+    back = pickle.loads(pickle.dumps(rec))
+    assert back.__dict__["_summary"][0] == (id(back.responses), id(back.trial_tier))
+    np.testing.assert_array_equal(back.response_summary().sums["train"], s.sums["train"])
+    rec.responses = r.copy()
+    assert rec.response_summary() is not s  # ... until the responses are replaced
+    with pytest.raises(ValueError, match=r"found 2 negative values \(min -3\)"):
+        PoissonLoss().check(s, "rec")
+    full = np.nan_to_num(r, nan=1.5)  # no NaN in any block: the counts are the rows
+    s_full = ResponseSummary.of(full, rec.trial_tier)
+    for tier in s_full.sums:
+        rows = full[rec.trial_tier == tier]
+        np.testing.assert_allclose(s_full.sums[tier], rows.sum(axis=0, dtype=np.float64), rtol=1e-12)
+        assert (s_full.counts[tier] == len(rows)).all()
+    odd = ResponseSummary.of(np.array([[1.0, -np.inf], [np.nan, np.inf], [-1.0, 2.0]], dtype=np.float32))
+    assert (odd.inf, odd.negative, odd.min_negative, odd.sums) == (2, 2, -np.inf, {})
+    r[7, 1] = np.inf
+    with pytest.raises(RecordingError, match="field 'responses'.*1 inf values"):
+        dataclasses.replace(rec, responses=r, name="x.h5")
+
+
+def test_a_mapped_twin_fit_passes_over_the_responses_once(tmp_path, monkeypatch):
+    import neuroreg.data.recording as recording_module
+
+    path = recording(n_trials=200, n_neurons=12).save(tmp_path / "r.h5")
+    scans = []
+    real = recording_module.ResponseSummary.of.__func__
+
+    def counted(cls, responses, trial_tier=None):
+        scans.append(responses.shape)
+        return real(cls, responses, trial_tier)
+
+    monkeypatch.setattr(recording_module.ResponseSummary, "of", classmethod(counted))
+    model = TwinModule(core=Stacked2dCore(1, 4, input_kernel=3, hidden_kernel=3, layers=1), readout=FactorizedReadout,
+                       transform=StimulusTransform(size=(8, 8)), num_neurons=12)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, accelerator="cpu", logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    trainer.fit(model, datamodule=NeuralDataModule(str(path), batch_size=20, seed=0, mmap=True))
+    assert scans == [(200, 12)]  # validation, dead neurons, training mean and the Poisson check share one pass
