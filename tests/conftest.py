@@ -1,9 +1,24 @@
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("WANDB_MODE", "disabled")
+
+ROOT = Path(__file__).resolve().parents[1]
+_TOOL_CACHES = {".pytest_cache", ".hypothesis", ".ruff_cache", "__pycache__"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def working_tree_untouched():
+    """Tests write only under their tmp_path: the suite fails if it left a new file or folder in the checkout's top
+    level (e.g. a data cache under ./data, a lightning_logs folder)."""
+    before = {p.name for p in ROOT.iterdir()}
+    yield
+    new = sorted({p.name for p in ROOT.iterdir()} - before - _TOOL_CACHES)
+    if new:
+        pytest.fail(f"the tests wrote {new} into the checkout {ROOT}; write under tmp_path (or chdir there)", pytrace=False)
 
 
 def make_recording(n_images=6, n_neurons=4, repeats=(1, 2, 3, 1, 2, 1), tiers=None, seed=0, **overrides):

@@ -27,7 +27,8 @@ def isolated(tmp_path):
     ]
 
 
-def test_quickstart_fast_dev_run(tmp_path):
+def test_quickstart_fast_dev_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the twin's simulated recording is cached under ./data/recordings
     cli = run_cli(["fit", "--config", str(QUICKSTART), "--trainer.fast_dev_run=true", *isolated(tmp_path)])
     (evaluation,) = [c for c in cli.trainer.callbacks if isinstance(c, RobustnessEvaluation)]
     assert 0.0 <= evaluation.report["clean_accuracy"] <= 1.0
@@ -35,6 +36,7 @@ def test_quickstart_fast_dev_run(tmp_path):
     assert not list(tmp_path.rglob("report.json"))  # fast_dev_run writes nothing
     assert list((tmp_path / "targets").glob("twin_*.h5")), "twin-predicted TargetSet was not cached"
     assert list((tmp_path / "targets").glob("twin_*.ckpt")), "fitted twin was not cached"
+    assert list((tmp_path / "data" / "recordings").glob("sim_mouse_v1_*.h5"))
 
 
 def test_print_config_shows_resolved_parts(tmp_path, capsys):
