@@ -18,6 +18,12 @@ QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
 LI2019_MINI = ROOT / "experiments" / "li2019" / "mini"
 
 
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path, monkeypatch):
+    """Every test runs in its tmp_path: the quickstart's twin caches its simulated recording under ./data/recordings."""
+    monkeypatch.chdir(tmp_path)
+
+
 def isolated(tmp_path):
     """Overrides that keep every output of a run inside tmp_path."""
     return [
@@ -27,8 +33,7 @@ def isolated(tmp_path):
     ]
 
 
-def test_quickstart_fast_dev_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the twin's simulated recording is cached under ./data/recordings
+def test_quickstart_fast_dev_run(tmp_path):
     cli = run_cli(["fit", "--config", str(QUICKSTART), "--trainer.fast_dev_run=true", *isolated(tmp_path)])
     (evaluation,) = [c for c in cli.trainer.callbacks if isinstance(c, RobustnessEvaluation)]
     assert 0.0 <= evaluation.report["clean_accuracy"] <= 1.0
