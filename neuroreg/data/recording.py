@@ -152,14 +152,13 @@ class ResponseSummary:
         counts = {t: np.zeros(k, dtype=np.int64) for t in tiers}
         n_inf = n_neg = 0
         low = 0.0
-        lo = 0
+        hi = 0
         for block in row_blocks(responses):
-            hi = lo + block.shape[0]
+            lo, hi = hi, hi + block.shape[0]  # the block's rows
             missing = np.isnan(block)
             any_missing = bool(missing.any())
             filled = np.where(missing, np.float32(0), block) if any_missing else np.asarray(block)
             if not filled.size:
-                lo = hi
                 continue
             # two reductions find the rare cases; only then are the values counted
             block_low, block_high = float(filled.min()), float(filled.max())
@@ -169,27 +168,24 @@ class ResponseSummary:
                 n_neg += int((filled < 0).sum())
                 low = min(low, block_low)
             if not tiers:
-                lo = hi
                 continue
             block_tiers = trial_tier[lo:hi]
             present, sizes = np.unique(block_tiers, return_counts=True)
-            major = present[int(np.argmax(sizes))]  # its sums are the block's minus the other tiers' (no row copy)
+            major = int(np.argmax(sizes))  # its sums are the block's minus the other tiers' (no row copy)
             total = filled.sum(axis=0, dtype=np.float64)
-            total_missing = missing.sum(axis=0) if any_missing else None
-            for t, size in zip(present.tolist(), sizes.tolist()):
-                if t == major:
+            total_missing = missing.sum(axis=0) if any_missing else 0
+            for i, (t, size) in enumerate(zip(present.tolist(), sizes.tolist())):
+                if i == major:
                     continue
                 rows = block_tiers == t
                 part = filled[rows].sum(axis=0, dtype=np.float64)
-                sums[t] += part
-                total -= part
                 n_missing = missing[rows].sum(axis=0) if any_missing else 0
+                sums[t] += part
                 counts[t] += size - n_missing
-                if any_missing:
-                    total_missing = total_missing - n_missing
-            sums[major] += total
-            counts[major] += int(sizes.max()) - (total_missing if any_missing else 0)
-            lo = hi
+                total -= part
+                total_missing = total_missing - n_missing
+            sums[present[major]] += total
+            counts[present[major]] += int(sizes[major]) - total_missing
         return cls(inf=n_inf, negative=n_neg, min_negative=low, sums=sums, counts=counts)
 
 
